@@ -1,0 +1,78 @@
+"""The one in-memory form of an ECG that every reader returns and every consumer takes."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from ..errors import ECGReadError
+
+STANDARD_LEADS: tuple[str, ...] = ("I", "II", "III", "aVR", "aVL", "aVF",
+                                   "V1", "V2", "V3", "V4", "V5", "V6")
+
+
+@dataclass
+class ECGRecord:
+    """An ECG in millivolts, with everything a reader learnt about it and nothing about the patient.
+
+    `signal` holds only canonical ECG leads, in the order of `leads`; extra ECG leads that ECG-FM
+    was not trained on (V3R, V7, Frank X/Y/Z ...) stay in `extra_leads`. `derived_leads` names the
+    leads computed from others (Einthoven/Goldberger), `zero_leads` the ones filled with zeros; both
+    are also listed in `leads`. `start_s` and `total_duration_s` place this window in the recording.
+    """
+
+    name: str
+    signal: np.ndarray  # float32 [n_leads, n_samples], mV
+    fs: float
+    leads: list[str]
+    format: str
+    units: str  # the unit stored in the file, before conversion to mV
+    warnings: list[str] = field(default_factory=list)
+    derived_leads: list[str] = field(default_factory=list)
+    zero_leads: list[str] = field(default_factory=list)
+    extra_leads: dict[str, np.ndarray] = field(default_factory=dict)
+    start_s: float = 0.0
+    total_duration_s: float | None = None
+
+    def __post_init__(self) -> None:
+        self.signal = np.asarray(self.signal, dtype=np.float32)
+        if self.signal.ndim == 1:
+            self.signal = self.signal[None, :]
+        if self.signal.ndim != 2 or self.signal.shape[0] != len(self.leads):
+            raise ECGReadError(f"{self.name}: the signal has shape {self.signal.shape} "
+                               f"but {len(self.leads)} lead names.")
+        if not np.isfinite(self.fs) or not 1.0 <= self.fs <= 100_000.0:
+            raise ECGReadError(f"{self.name}: the sampling rate {self.fs} Hz is not plausible for an ECG.")
+        if self.total_duration_s is None:
+            self.total_duration_s = self.duration_s
+
+    @property
+    def duration_s(self) -> float:
+        return self.signal.shape[1] / self.fs
+
+    def window(self, start_s: float = 0.0, duration_s: float | None = None) -> "ECGRecord":
+        """The part of this record from `start_s` lasting at most `duration_s` (all of it if None).
+
+        Used by readers that cannot seek and by `predict`, so a window is cut one way everywhere;
+        the result says which part of the recording it is when that is not the whole of it.
+        """
+        if start_s < 0 or (duration_s is not None and duration_s <= 0):
+            raise ECGReadError(f"{self.name}: a window must start at 0 s or later and last more than 0 s.")
+        first = int(round(start_s * self.fs))
+        if first >= self.signal.shape[1]:
+            raise ECGReadError(f"{self.name}: the window starts at {start_s:g} s, "
+                               f"after the end of the {self.duration_s:.1f} s recording.")
+        last = self.signal.shape[1] if duration_s is None else min(
+            self.signal.shape[1], first + int(round(duration_s * self.fs)))
+        if first == 0 and last == self.signal.shape[1]:
+            return self
+        window_start = self.start_s + first / self.fs
+        window_end = self.start_s + last / self.fs
+        note = (f"Used {window_start:.1f}–{window_end:.1f} s of the {self.total_duration_s:.1f} s recording.")
+        return replace(
+            self,
+            signal=self.signal[:, first:last],
+            extra_leads={k: v[first:last] for k, v in self.extra_leads.items()},
+            start_s=window_start,
+            warnings=[w for w in self.warnings if not w.startswith("Used ")] + [note],
+        )
