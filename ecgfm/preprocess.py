@@ -1,0 +1,167 @@
+"""ECG-FM's input pipeline: from an `ECGRecord` to the model's [S, 12, 2500] segments.
+
+The core is exactly the pipeline of ECG-FM's quickstart (bowang-lab/ECG-FM,
+notebooks/infer_quickstart.ipynb), run with ecg-transform's own transforms:
+
+    ReorderLeads(I, II, III, aVR, aVL, aVF, V1-V6) -> LinearResample(500 Hz)
+    -> HandleConstantLeads('zero') -> Standardize() -> SegmentNonoverlapping(2500)
+
+What the quickstart does not cover is handled here, never silently (each adds a warning):
+limb leads missing from the file are derived from I and II; a lead that cannot be derived is
+zero-filled; a record shorter than 5 s is standardized over its real samples and then zero-padded
+to 2500 samples with a padding mask; a tail dropped by segmentation is mentioned.
+
+ecg-transform (and through it scipy.interpolate, ~0.5 s) is imported on the first `prepare` call,
+not when this module is imported.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import ECGFMError
+from .io.leads import derive_missing_limb_leads
+from .io.record import STANDARD_LEADS, ECGRecord
+
+SAMPLE_RATE = 500  # Hz, ECG-FM's input rate
+SEGMENT_SECONDS = 5
+SEGMENT_SAMPLES = SAMPLE_RATE * SEGMENT_SECONDS  # 2500
+LEAD_ORDER: list[str] = list(STANDARD_LEADS)
+
+# A dropped tail longer than this is worth telling the user about.
+TAIL_WARNING_S = 0.5
+# Below this there is not even one full heartbeat to look at; padding it to 5 s would be pretending.
+MIN_DURATION_S = 1.0
+
+
+@dataclass
+class PreparedECG:
+    """The model's input for one record, with what was done to get it."""
+
+    segments: np.ndarray  # float32 [S, 12, 2500]
+    padding_mask: np.ndarray | None  # bool [S, 2500], True = padded; None when nothing is padded
+    spans_s: list[tuple[float, float]]  # (start, end) of each segment in the original recording, s
+    lead_status: dict[str, str]  # lead -> "recorded" | "derived" | "zero-filled"
+    warnings: list[str] = field(default_factory=list)
+
+
+_TRANSFORMS = None
+
+
+def _pipeline():
+    """ecg-transform's classes, imported once on first use (keeps `import ecgfm` fast)."""
+    global _TRANSFORMS
+    if _TRANSFORMS is None:
+        from ecg_transform.inp import ECGInput, ECGMetadata
+        from ecg_transform.t.common import HandleConstantLeads, LinearResample, ReorderLeads
+        from ecg_transform.t.cut import Pad, SegmentNonoverlapping
+        from ecg_transform.t.scale import Standardize
+
+        _TRANSFORMS = {
+            "ECGInput": ECGInput,
+            "ECGMetadata": ECGMetadata,
+            # missing_lead_strategy='zero' instead of the quickstart's 'raise': a lead that is
+            # still missing after limb-lead derivation is zero-filled, and we say so.
+            "reorder": ReorderLeads(expected_order=LEAD_ORDER, missing_lead_strategy="zero"),
+            "resample": LinearResample(desired_sample_rate=SAMPLE_RATE),
+            "constant": HandleConstantLeads(strategy="zero"),
+            "standardize": Standardize(),
+            "segment": SegmentNonoverlapping(segment_length=SEGMENT_SAMPLES),
+            "pad": Pad(pad_to_num_samples=SEGMENT_SAMPLES, value=0.0, direction="right"),
+        }
+    return _TRANSFORMS
+
+
+def _plural(items: list[str], one: str, many: str) -> str:
+    return f"{one} {items[0]}" if len(items) == 1 else f"{many} {', '.join(items)}"
+
+
+def prepare(record: ECGRecord) -> PreparedECG:
+    """Turn a record into ECG-FM's input: 12 leads, 500 Hz, standardized, 5 s segments."""
+    warnings = list(record.warnings)
+    n_before = len(record.warnings)
+
+    # Limb leads the file did not store are exact combinations of I and II.
+    record = derive_missing_limb_leads(record)
+    warnings.extend(record.warnings[n_before:])
+
+    present = [lead for lead in LEAD_ORDER if lead in record.leads]
+    if not present:
+        raise ECGFMError(f"{record.name}: none of the 12 standard leads (I, II, III, aVR, aVL, aVF, "
+                         f"V1-V6) is in the recording (it has {', '.join(record.leads) or 'no leads'}).")
+    rows = [record.leads.index(lead) for lead in present]
+    signal = record.signal[rows]
+    bad = [lead for lead, row in zip(present, signal) if not np.isfinite(row).all()]
+    if bad:
+        raise ECGFMError(f"{record.name}: {_plural(bad, 'lead', 'leads')} still contain"
+                         f"{'s' if len(bad) == 1 else ''} missing (NaN) or infinite samples; "
+                         "they cannot be given to the model.")
+    if record.duration_s < MIN_DURATION_S:
+        raise ECGFMError(f"{record.name}: the recording lasts {record.duration_s:.2f} s; at least "
+                         f"{MIN_DURATION_S:g} s is needed (ECG-FM reads 5 s segments).")
+
+    derived = set(record.derived_leads)
+    zero = set(record.zero_leads)
+    lead_status = {}
+    for lead in LEAD_ORDER:
+        if lead not in record.leads or lead in zero:
+            lead_status[lead] = "zero-filled"
+        elif lead in derived:
+            lead_status[lead] = "derived"
+        else:
+            lead_status[lead] = "recorded"
+    missing = [lead for lead in LEAD_ORDER if lead not in record.leads]
+    if missing:
+        warnings.append(f"{_plural(missing, 'Lead', 'Leads')} {'is' if len(missing) == 1 else 'are'} "
+                        "not in the recording and could not be derived; "
+                        f"{'it was' if len(missing) == 1 else 'they were'} filled with zeros, which "
+                        "the model was not trained on, so results may be less reliable.")
+
+    t = _pipeline()
+    n = signal.shape[1]
+    meta = t["ECGMetadata"](sample_rate=record.fs, num_samples=n, lead_names=present,
+                            unit="mV", input_start=0, input_end=n)
+    # float32 as read, like the quickstart's .mat `feats`: ecg-transform then computes in the
+    # dtype it is given (interp1d returns float64), and the result is cast to float32 at the end,
+    # as the quickstart does with `torch.from_numpy(sample.out).float()`.
+    inps = [t["ECGInput"](signal, meta)]
+    for step in ("reorder", "resample", "constant", "standardize"):
+        inps = t[step](inps)
+
+    flat = [lead for lead, row in zip(LEAD_ORDER, inps[0].signal)
+            if lead_status[lead] != "zero-filled" and not row.any()]
+    if flat:
+        warnings.append(f"{_plural(flat, 'Lead', 'Leads')} {'is' if len(flat) == 1 else 'are'} flat "
+                        "(a constant value, no signal) and "
+                        f"{'was' if len(flat) == 1 else 'were'} set to zero, as ECG-FM's pipeline does.")
+
+    n_res = inps[0].signal.shape[1]
+    start = record.start_s
+    if n_res < SEGMENT_SAMPLES:
+        # Standardized over the real samples above; only now padded, with a mask for the model.
+        inps = t["pad"](inps)
+        mask = np.zeros((1, SEGMENT_SAMPLES), dtype=bool)
+        mask[0, n_res:] = True
+        spans = [(start, start + record.duration_s)]
+        warnings.append(f"The recording is {record.duration_s:.1f} s long, shorter than the 5 s "
+                        f"ECG-FM reads at a time; it was padded to 5 s and the model was told to "
+                        "ignore the padding. Results on short recordings may be less reliable.")
+    else:
+        inps = t["segment"](inps)
+        mask = None
+        spans = [(start + i * SEGMENT_SECONDS, start + (i + 1) * SEGMENT_SECONDS)
+                 for i in range(len(inps))]
+        tail_s = (n_res % SEGMENT_SAMPLES) / SAMPLE_RATE
+        if tail_s > TAIL_WARNING_S:
+            covered = len(inps) * SEGMENT_SECONDS
+            warnings.append(f"ECG-FM reads whole 5 s segments: the last {tail_s:.1f} s of the "
+                            f"{record.duration_s:.1f} s recording "
+                            f"({start + covered:.1f}–{start + record.duration_s:.1f} s) "
+                            "was not analysed.")
+
+    segments = np.stack([inp.signal for inp in inps]).astype(np.float32)
+    if not np.isfinite(segments).all():  # cannot happen after the checks above; never feed NaN
+        raise ECGFMError(f"{record.name}: preprocessing produced non-finite values.")
+    return PreparedECG(segments=segments, padding_mask=mask, spans_s=spans,
+                       lead_status=lead_status, warnings=warnings)
