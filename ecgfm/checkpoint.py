@@ -1,0 +1,248 @@
+"""Reading fairseq_signals checkpoints safely, and turning them into an `ECGFM` module.
+
+Everything that knows fairseq's cfg fields and state-dict key names lives here, in one place.
+"""
+from __future__ import annotations
+
+import ast
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import CheckpointError
+from .model import ECGFM, ModelDims
+
+CLASSIFIER = "ecg_transformer_classifier"
+PRETRAINED = "wav2vec2_cmsc"
+
+# numpy objects that a finetuning run with AUC validation leaves in `extra_state`; plain data, no code.
+_NUMPY_DATA_GLOBALS = {
+    "numpy._core.multiarray._reconstruct", "numpy.core.multiarray._reconstruct",
+    "numpy.ndarray", "numpy.dtype", "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar",
+}
+
+# Pretraining-only parts of wav2vec2_cmsc that the feature path never uses.
+_PRETRAINING_ONLY = ("mask_emb", "quantizer.", "project_q.", "final_proj.", "target_glu.", "project_inp.")
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The model cfg and the weights of a fairseq_signals checkpoint, and nothing else.
+
+    The file is memory-mapped and unpickled with `weights_only=True`, so no code inside it can run
+    and the optimizer state (two thirds of a release file) is never read from disk.
+    """
+    path = Path(path)
+    name = path.name
+    if not path.is_file():
+        raise CheckpointError(f"{name}: the checkpoint file does not exist.")
+    try:
+        state = _safe_load(path)
+    except CheckpointError:
+        raise
+    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+        raise CheckpointError(f"{name}: not a readable PyTorch checkpoint ({_first_line(exc)}).") from None
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        raise CheckpointError(f"{name}: not a fairseq_signals checkpoint (no 'model' weights inside).")
+    cfg = state.get("cfg")
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict):
+        raise CheckpointError(f"{name}: the checkpoint has no model configuration ('cfg.model').")
+    weights = {key: value for key, value in state["model"].items() if isinstance(value, torch.Tensor)}
+    return dict(cfg["model"]), weights
+
+
+def _safe_load(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError:
+        unsafe = set(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+        code = sorted(g for g in unsafe if g not in _NUMPY_DATA_GLOBALS and not g.startswith("numpy.dtypes."))
+        if code:
+            raise CheckpointError(
+                f"{path.name}: refused, the checkpoint carries Python objects that could run code "
+                f"({', '.join(code[:3])}).") from None
+        import numpy  # noqa: F401  (the allowlisted globals below must be importable)
+        allowed = [_import_global(g) for g in unsafe]
+        with torch.serialization.safe_globals(allowed):
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+
+
+def _import_global(qualified: str) -> Any:
+    module_name, _, attribute = qualified.rpartition(".")
+    module = __import__(module_name, fromlist=[attribute])
+    return getattr(module, attribute)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+def parse_conv_layers(spec: str) -> tuple[tuple[int, int, int], ...]:
+    """Evaluate fairseq's `conv_feature_layers` string ("[(256, 2, 2)] * 4") without `eval`.
+
+    Accepts list/tuple literals of (channels, kernel, stride) joined by `+` and repeated by `*`.
+    """
+    def value(node: ast.AST) -> Any:
+        if isinstance(node, ast.Constant) and isinstance(node.value, int):
+            return node.value
+        if isinstance(node, (ast.List, ast.Tuple)):
+            return [value(element) for element in node.elts]
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult):
+            left, right = value(node.left), value(node.right)
+            if isinstance(left, int):
+                left, right = right, left
+            if isinstance(left, list) and isinstance(right, int) and 0 < right <= 64:
+                return left * right
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+            left, right = value(node.left), value(node.right)
+            if isinstance(left, list) and isinstance(right, list):
+                return left + right
+        raise ValueError
+    try:
+        layers = value(ast.parse(spec, mode="eval").body)
+        parsed = tuple((int(c), int(k), int(s)) for c, k, s in layers)
+        if not parsed or any(v <= 0 for layer in parsed for v in layer):
+            raise ValueError
+        return parsed
+    except (SyntaxError, ValueError, TypeError):
+        raise CheckpointError(f"conv_feature_layers {spec!r} is not a list of (channels, kernel, stride).") from None
+
+
+def dims_from_cfg(cfg: dict[str, Any], name: str = "checkpoint") -> ModelDims:
+    """The network's shape from `cfg["model"]`, refusing settings this implementation does not compute."""
+    kind = cfg.get("_name")
+    if kind not in (CLASSIFIER, PRETRAINED):
+        raise CheckpointError(f"{name}: model type {kind!r} is not an ECG-FM model "
+                              f"({CLASSIFIER} or {PRETRAINED}).")
+    unsupported = {
+        "extractor_mode": ("default", cfg.get("extractor_mode", "default")),
+        "layer_norm_first": (False, cfg.get("layer_norm_first", False)),
+        "quantize_input": (False, cfg.get("quantize_input", False)),
+    }
+    for field, (expected, actual) in unsupported.items():
+        if actual != expected:
+            raise CheckpointError(f"{name}: {field}={actual!r} is not supported (ECG-FM uses {expected!r}).")
+    try:
+        dims = ModelDims(
+            in_channels=int(cfg.get("in_d", 12)),
+            conv_layers=parse_conv_layers(str(cfg.get("conv_feature_layers", "[(256, 2, 2)] * 4"))),
+            conv_bias=bool(cfg.get("conv_bias", False)),
+            embed_dim=int(cfg.get("encoder_embed_dim", 768)),
+            num_layers=int(cfg.get("encoder_layers", 12)),
+            num_heads=int(cfg.get("encoder_attention_heads", 12)),
+            ffn_dim=int(cfg.get("encoder_ffn_embed_dim", 3072)),
+            pos_conv_kernel=int(cfg.get("conv_pos", 128)),
+            pos_conv_groups=int(cfg.get("conv_pos_groups", 16)),
+            num_labels=int(cfg["num_labels"]) if kind == CLASSIFIER else None,
+        )
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"{name}: the model configuration is incomplete or malformed.") from None
+    if dims.embed_dim % dims.num_heads or dims.embed_dim % dims.pos_conv_groups:
+        raise CheckpointError(f"{name}: encoder width {dims.embed_dim} does not divide into "
+                              f"{dims.num_heads} heads and {dims.pos_conv_groups} conv groups.")
+    return dims
+
+
+def _fairseq_key_map(dims: ModelDims) -> dict[str, str]:
+    """fairseq key (pretrained naming, no `encoder.` prefix) → our key, for every weight we load."""
+    mapping: dict[str, str] = {}
+    for i in range(len(dims.conv_layers)):
+        mapping[f"feature_extractor.conv_layers.{i}.0.weight"] = f"feature_extractor.convs.{i}.weight"
+        if dims.conv_bias:
+            mapping[f"feature_extractor.conv_layers.{i}.0.bias"] = f"feature_extractor.convs.{i}.bias"
+    for p in ("weight", "bias"):
+        mapping[f"feature_extractor.conv_layers.0.2.{p}"] = f"feature_extractor.norm.{p}"
+        mapping[f"layer_norm.{p}"] = f"feature_norm.{p}"
+        if dims.conv_layers[-1][0] != dims.embed_dim:
+            mapping[f"post_extract_proj.{p}"] = f"feature_projection.{p}"
+        mapping[f"encoder.layer_norm.{p}"] = f"encoder_norm.{p}"
+        for i in range(dims.num_layers):
+            src, dst = f"encoder.layers.{i}.", f"layers.{i}."
+            for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+                mapping[f"{src}self_attn.{proj}.{p}"] = f"{dst}attention.{proj}.{p}"
+            mapping[f"{src}self_attn_layer_norm.{p}"] = f"{dst}attention_norm.{p}"
+            mapping[f"{src}fc1.{p}"] = f"{dst}fc1.{p}"
+            mapping[f"{src}fc2.{p}"] = f"{dst}fc2.{p}"
+            mapping[f"{src}final_layer_norm.{p}"] = f"{dst}ffn_norm.{p}"
+    mapping["conv_pos.pos_conv.0.bias"] = "positional_conv.conv.bias"
+    return mapping
+
+
+_POS_CONV = "conv_pos.pos_conv.0."
+_WEIGHT_NORM_STYLES = (("weight_g", "weight_v"),
+                       ("parametrizations.weight.original0", "parametrizations.weight.original1"))
+
+
+def convert_state_dict(weights: dict[str, torch.Tensor], cfg: dict[str, Any],
+                       name: str = "checkpoint") -> tuple[ModelDims, dict[str, torch.Tensor]]:
+    """Map fairseq's keys onto ours, strictly: any missing or unexpected key is an error naming it.
+
+    The positional conv's weight norm (dim=2, either key style) is folded into a plain weight here,
+    once, so the forward pass never recomputes it.
+    """
+    dims = dims_from_cfg(cfg, name)
+    prefix = "encoder." if dims.num_labels else ""
+    source = {}
+    unexpected = []
+    for key, tensor in weights.items():
+        if prefix and not key.startswith(prefix):
+            if key in ("proj.weight", "proj.bias"):
+                source[key] = tensor
+            else:
+                unexpected.append(key)
+            continue
+        short = key[len(prefix):]
+        if short.startswith(_PRETRAINING_ONLY):
+            continue  # unused at inference: masking embedding, quantizer and contrastive projections
+        source[short] = tensor
+
+    mapping = _fairseq_key_map(dims)
+    converted = {ours: source.pop(theirs) for theirs, ours in mapping.items() if theirs in source}
+    missing = [prefix + theirs for theirs, ours in mapping.items() if ours not in converted]
+    for g_key, v_key in _WEIGHT_NORM_STYLES:
+        if _POS_CONV + g_key in source and _POS_CONV + v_key in source:
+            g, v = source.pop(_POS_CONV + g_key), source.pop(_POS_CONV + v_key)
+            norm = v.float().pow(2).sum(dim=(0, 1), keepdim=True).sqrt()
+            converted["positional_conv.conv.weight"] = (g * v / norm).to(v.dtype)
+            break
+    else:
+        missing.append(prefix + _POS_CONV + "weight_g/weight_v")
+    if dims.num_labels:
+        for p in ("weight", "bias"):
+            if f"proj.{p}" in source:
+                converted[f"head.{p}"] = source.pop(f"proj.{p}")
+            else:
+                missing.append(f"proj.{p}")
+    unexpected += [prefix + key for key in source]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(sorted(missing)[:5])}" + (" …" if len(missing) > 5 else ""))
+        if unexpected:
+            parts.append(f"unexpected {', '.join(sorted(unexpected)[:5])}"
+                         + (" …" if len(unexpected) > 5 else ""))
+        raise CheckpointError(f"{name}: the weights do not match an ECG-FM {cfg.get('_name')} "
+                              f"({'; '.join(parts)}).")
+    return dims, converted
+
+
+def build_model(dims: ModelDims, state: dict[str, torch.Tensor], name: str = "checkpoint") -> ECGFM:
+    """An `ECGFM` holding these weights, built without a throwaway random initialisation."""
+    with torch.device("meta"):
+        model = ECGFM(dims)
+    expected = model.state_dict()
+    for key, tensor in state.items():
+        if tuple(tensor.shape) != tuple(expected[key].shape):
+            raise CheckpointError(f"{name}: weight {key} has shape {tuple(tensor.shape)}, "
+                                  f"expected {tuple(expected[key].shape)} from the configuration.")
+    model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True, assign=True)
+    return model.eval().requires_grad_(False)
+
+
+def load_checkpoint(path: str | Path) -> ECGFM:
+    """A ready-to-run model from a fairseq_signals ECG-FM checkpoint (finetuned or pretrained)."""
+    cfg, weights = read_checkpoint(path)
+    dims, state = convert_state_dict(weights, cfg, Path(path).name)
+    return build_model(dims, state, Path(path).name)

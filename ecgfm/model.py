@@ -1,0 +1,202 @@
+"""ECG-FM's network in plain PyTorch: the wav2vec 2.0-style ECG encoder and its 17-label head.
+
+This re-expresses fairseq_signals' `ecg_transformer_classifier` (finetuned) and the feature path of
+`wav2vec2_cmsc` (pretrained) so that the released checkpoints give the same numbers without
+fairseq_signals. Module names are our own; `checkpoint.py` maps fairseq's keys onto them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class ModelDims:
+    in_channels: int                           # ECG leads (12)
+    conv_layers: tuple[tuple[int, int, int], ...]  # (channels, kernel, stride) of each feature conv
+    conv_bias: bool
+    embed_dim: int                             # D
+    num_layers: int
+    num_heads: int
+    ffn_dim: int
+    pos_conv_kernel: int
+    pos_conv_groups: int
+    num_labels: int | None                     # None: the pretrained encoder, no classifier head
+
+
+@dataclass
+class ModelOutput:
+    logits: Tensor | None        # [B, num_labels], classifier only
+    hidden: Tensor               # [B, T, D]; the classifier zeroes padded frames, the encoder does not
+    frame_mask: Tensor | None    # [B, T] bool, True at padded frames; None when nothing is padded
+    attention: Tensor | None     # [B, layers, T, T], averaged over heads, when asked for
+
+
+class FeatureExtractor(nn.Module):
+    """Strided convolutions from 500 Hz samples to ~31 Hz frames.
+
+    Only the first layer is normalised, per channel over time (GroupNorm with one group per
+    channel, in fp32 as fairseq's Fp32GroupNorm); every layer ends in the exact erf GELU.
+    """
+
+    def __init__(self, dims: ModelDims):
+        super().__init__()
+        convs, in_channels = [], dims.in_channels
+        for channels, kernel, stride in dims.conv_layers:
+            convs.append(nn.Conv1d(in_channels, channels, kernel, stride, bias=dims.conv_bias))
+            in_channels = channels
+        self.convs = nn.ModuleList(convs)
+        first = dims.conv_layers[0][0]
+        self.norm = nn.GroupNorm(first, first)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for index, conv in enumerate(self.convs):
+            x = conv(x)
+            if index == 0:
+                x = self.norm(x.float()).type_as(x)
+            x = F.gelu(x)
+        return x
+
+    def output_lengths(self, lengths: Tensor) -> Tensor:
+        for conv in self.convs:
+            lengths = torch.div(lengths - conv.kernel_size[0], conv.stride[0], rounding_mode="floor") + 1
+        return lengths
+
+
+class PositionalConv(nn.Module):
+    """A wide grouped convolution whose output is added to the frames as relative position.
+
+    The checkpoint stores it weight-normalised; `checkpoint.py` folds g·v/‖v‖ into one plain weight.
+    With an even kernel the symmetric padding yields one frame too many, and the last is dropped.
+    """
+
+    def __init__(self, dims: ModelDims):
+        super().__init__()
+        kernel = dims.pos_conv_kernel
+        self.conv = nn.Conv1d(dims.embed_dim, dims.embed_dim, kernel, padding=kernel // 2,
+                              groups=dims.pos_conv_groups)
+        self.trim = 1 if kernel % 2 == 0 else 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.conv(x.transpose(1, 2))
+        if self.trim:
+            y = y[:, :, :-self.trim]
+        return F.gelu(y).transpose(1, 2)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, dims: ModelDims):
+        super().__init__()
+        self.num_heads = dims.num_heads
+        self.q_proj = nn.Linear(dims.embed_dim, dims.embed_dim)
+        self.k_proj = nn.Linear(dims.embed_dim, dims.embed_dim)
+        self.v_proj = nn.Linear(dims.embed_dim, dims.embed_dim)
+        self.out_proj = nn.Linear(dims.embed_dim, dims.embed_dim)
+
+    def forward(self, x: Tensor, key_mask: Tensor | None, need_weights: bool) -> tuple[Tensor, Tensor | None]:
+        batch, frames, width = x.shape
+        heads = lambda t: t.view(batch, frames, self.num_heads, -1).transpose(1, 2)  # noqa: E731
+        q, k, v = heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x))
+        # True where a query may look at a key: padded keys are hidden from every query.
+        allowed = None if key_mask is None else ~key_mask[:, None, None, :]
+        if not need_weights:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+            weights = None
+        else:
+            scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
+            if allowed is not None:
+                scores = scores.masked_fill(~allowed, float("-inf"))
+            probs = scores.softmax(dim=-1)
+            out = probs @ v
+            weights = probs.mean(dim=1)
+        out = out.transpose(1, 2).reshape(batch, frames, width)
+        return self.out_proj(out), weights
+
+
+class EncoderLayer(nn.Module):
+    """A post-LN transformer layer: normalise after each residual add, as ECG-FM was trained."""
+
+    def __init__(self, dims: ModelDims):
+        super().__init__()
+        self.attention = SelfAttention(dims)
+        self.attention_norm = nn.LayerNorm(dims.embed_dim)
+        self.fc1 = nn.Linear(dims.embed_dim, dims.ffn_dim)
+        self.fc2 = nn.Linear(dims.ffn_dim, dims.embed_dim)
+        self.ffn_norm = nn.LayerNorm(dims.embed_dim)
+
+    def forward(self, x: Tensor, key_mask: Tensor | None, need_weights: bool) -> tuple[Tensor, Tensor | None]:
+        attended, weights = self.attention(x, key_mask, need_weights)
+        x = self.attention_norm(x + attended)
+        x = self.ffn_norm(x + self.fc2(F.gelu(self.fc1(x).float()).type_as(x)))
+        return x, weights
+
+
+class ECGFM(nn.Module):
+    """The ECG-FM encoder, with the 17-label head when `dims.num_labels` is set.
+
+    Input: standardised 12-lead ECG segments [B, 12, L] (L = 2500: 5 s at 500 Hz), and optionally a
+    bool padding mask [B, L] (or [B, 12, L]) that is True at padded samples.
+    """
+
+    def __init__(self, dims: ModelDims):
+        super().__init__()
+        self.dims = dims
+        self.feature_extractor = FeatureExtractor(dims)
+        conv_channels = dims.conv_layers[-1][0]
+        self.feature_norm = nn.LayerNorm(conv_channels)
+        self.feature_projection = (nn.Linear(conv_channels, dims.embed_dim)
+                                   if conv_channels != dims.embed_dim else nn.Identity())
+        self.positional_conv = PositionalConv(dims)
+        self.encoder_norm = nn.LayerNorm(dims.embed_dim)
+        self.layers = nn.ModuleList(EncoderLayer(dims) for _ in range(dims.num_layers))
+        self.head = nn.Linear(dims.embed_dim, dims.num_labels) if dims.num_labels else None
+        self.provenance: dict = {}
+
+    def frame_mask(self, padding_mask: Tensor | None, frames: int) -> Tensor | None:
+        """Sample-level padding → frame-level padding, by the conv stack's own length arithmetic."""
+        if padding_mask is None or not bool(padding_mask.any()):
+            return None
+        if padding_mask.dim() == 3:
+            padding_mask = padding_mask[:, 0]
+        lengths = self.feature_extractor.output_lengths((~padding_mask).long().sum(-1))
+        mask = torch.arange(frames, device=lengths.device)[None, :] >= lengths[:, None]
+        mask[lengths <= 0] = False  # a record shorter than one frame stays unmasked, as in fairseq
+        return mask
+
+    def forward(self, source: Tensor, padding_mask: Tensor | None = None,
+                return_attention: bool = False) -> ModelOutput:
+        if source.dim() == 2:
+            source = source.unsqueeze(1)
+        features = self.feature_extractor(source).transpose(1, 2)
+        features = self.feature_norm(features)
+        frame_mask = self.frame_mask(padding_mask, features.shape[1])
+        x = self.feature_projection(features)
+        x = x + self.positional_conv(x)
+        if frame_mask is not None:
+            x = x.masked_fill(frame_mask[..., None], 0.0)
+        x = self.encoder_norm(x)
+        attention = []
+        for layer in self.layers:
+            x, weights = layer(x, frame_mask, return_attention)
+            attention.append(weights)
+        logits = None
+        if self.head is not None:
+            if frame_mask is not None:
+                x = x.masked_fill(frame_mask[..., None], 0.0)
+            logits = self.head(pool(x))
+        return ModelOutput(logits=logits, hidden=x, frame_mask=frame_mask,
+                           attention=torch.stack(attention, dim=1) if return_attention else None)
+
+
+def pool(hidden: Tensor, frame_mask: Tensor | None = None) -> Tensor:
+    """ECG-FM's pooling: the mean of each channel over its non-zero frames.
+
+    Padded frames are zeroed first (fairseq's `get_features(aggregate=True)` convention), so they
+    never count; for the classifier's `hidden` they are zero already.
+    """
+    if frame_mask is not None:
+        hidden = hidden.masked_fill(frame_mask[..., None], 0.0)
+    return hidden.sum(dim=1) / (hidden != 0).sum(dim=1)
