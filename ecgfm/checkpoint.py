@@ -62,8 +62,10 @@ def _safe_load(path: Path) -> Any:
             raise CheckpointError(
                 f"{path.name}: refused, the checkpoint carries Python objects that could run code "
                 f"({', '.join(code[:3])}).") from None
-        import numpy  # noqa: F401  (the allowlisted globals below must be importable)
-        allowed = [_import_global(g) for g in unsafe]
+        import numpy.dtypes
+        # Each array's dtype class (Float32DType …) is only named once unpickling reaches it.
+        dtype_classes = [c for c in vars(numpy.dtypes).values() if isinstance(c, type)]
+        allowed = [_import_global(g) for g in unsafe] + dtype_classes
         with torch.serialization.safe_globals(allowed):
             return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
 
