@@ -1,0 +1,56 @@
+"""ECG-FM, the ECG foundation model, in plain PyTorch: read ECG files, predict findings, embed.
+
+    import ecgfm
+    model = ecgfm.load_model("finetuned")   # or "pretrained", or a path to a .pt file
+    ecg = ecgfm.read_ecg("rec.hea")
+    result = ecgfm.predict(model, ecg)
+
+Research use only: ECG-FM is not a medical device and its outputs are not diagnoses.
+Torch is imported only when a model is needed, so reading and plotting stay quick.
+"""
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from .errors import CheckpointError, ECGFMError, ECGReadError, WeightsUnavailableError
+from .labels import LABEL_NAMES, LABELS
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from .model import ECGFM
+
+_LAZY = {"read_ecg": "io", "read_ecgs": "io", "ECGRecord": "io", "predict": "predict", "Prediction": "predict",
+         "prepare": "preprocess", "plot_ecg": "plot"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'ecgfm' has no attribute {name!r}")
+
+
+def load_model(checkpoint: str | os.PathLike = "finetuned", device: str | None = None) -> "ECGFM":
+    """ECG-FM ready to run: "finetuned" (17 findings), "pretrained" (embeddings) or a checkpoint path.
+
+    Named checkpoints come from the Hugging Face Hub cache (wanglab/ecg-fm, revision from
+    ECGFM_REVISION) unless ECGFM_CHECKPOINT / ECGFM_PRETRAINED_CHECKPOINT names a local file.
+    The model records where its weights came from in `model.provenance`.
+    """
+    import torch
+
+    from .checkpoint import load_checkpoint
+    from .hub import locate_checkpoint
+
+    path, provenance = locate_checkpoint(checkpoint)
+    model = load_checkpoint(path)
+    model.provenance = provenance
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return model.to(device)
+
+
+__all__ = ["load_model", "read_ecg", "read_ecgs", "predict", "prepare", "plot_ecg", "ECGRecord", "Prediction",
+           "LABELS", "LABEL_NAMES", "ECGFMError", "ECGReadError", "CheckpointError", "WeightsUnavailableError",
+           "__version__"]

@@ -1,0 +1,155 @@
+"""From records to ECG-FM's findings: segments → one batched forward → sigmoid → per-label aggregation."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .errors import ECGFMError
+from .io.record import ECGRecord
+from .labels import LABELS
+from .model import ECGFM, pool
+from .preprocess import PreparedECG, prepare
+
+DEFAULT_WINDOW_S = 10.0  # ECG-FM was trained on 10 s resting ECGs; longer recordings are windowed
+MAX_BATCH_SEGMENTS = 32  # bounds memory for long windows; results do not depend on it
+
+
+@dataclass
+class SegmentResult:
+    start_s: float
+    end_s: float
+    probabilities: dict[str, float]
+
+
+@dataclass
+class Prediction:
+    """ECG-FM's reading of one record. Probabilities are the model's sigmoid outputs, nothing more."""
+
+    name: str
+    probabilities: dict[str, float]
+    segments: list[SegmentResult]
+    lead_status: dict[str, str]
+    warnings: list[str]
+    provenance: dict
+    embedding: np.ndarray | None = None   # [D], from the pretrained encoder, averaged over segments
+    attention: np.ndarray | None = None   # [S, T, T], last layer, averaged over heads
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """A JSON-serialisable form, as the CLI and the app's API return it."""
+        out = {
+            "file": self.name,
+            "probabilities": self.probabilities,
+            "segments": [{"start_s": round(s.start_s, 3), "end_s": round(s.end_s, 3),
+                          "probabilities": s.probabilities} for s in self.segments],
+            "lead_status": self.lead_status,
+            "warnings": self.warnings,
+            "provenance": self.provenance,
+        }
+        if self.embedding is not None:
+            out["embedding"] = [float(v) for v in self.embedding]
+        if self.attention is not None:
+            out["attention"] = self.attention.tolist()
+        return out
+
+
+def predict(model: ECGFM, records: ECGRecord | Sequence[ECGRecord], *, embedder: ECGFM | None = None,
+            attention: bool = False, start_s: float = 0.0,
+            duration_s: float | None = DEFAULT_WINDOW_S) -> Prediction | list[Prediction]:
+    """ECG-FM's probabilities for one record (→ a Prediction) or several (→ a list, one forward).
+
+    Each record is cut to the window [start_s, start_s + duration_s) first (None: all of it).
+    `embedder` (the pretrained encoder) adds ECG-FM's 768-d embedding; `attention` adds the last
+    layer's attention map per segment, as ECG-FM's saliency notebook uses it.
+    """
+    if model.head is None:
+        raise ECGFMError("predict needs the finetuned classifier (load_model('finetuned')); the pretrained "
+                         "encoder only gives embeddings, pass it as embedder=.")
+    single = isinstance(records, ECGRecord)
+    batch = [records] if single else list(records)
+    prepared = [prepare(record.window(start_s, duration_s)) for record in batch]
+    logits, attn = _forward(model, prepared, need_attention=attention)
+    probabilities = torch.sigmoid(logits).numpy()
+    embeddings = None
+    if embedder is not None:
+        embeddings = _pooled(embedder, prepared)
+
+    results, first = [], 0
+    for index, (record, prep) in enumerate(zip(batch, prepared)):
+        count = len(prep.segments)
+        per_segment = probabilities[first:first + count]
+        results.append(Prediction(
+            name=record.name,
+            probabilities=aggregate(per_segment),
+            segments=[SegmentResult(start, end, _as_dict(row)) for (start, end), row in zip(prep.spans_s, per_segment)],
+            lead_status=prep.lead_status,
+            warnings=prep.warnings,
+            provenance=describe(model, embedder),
+            embedding=None if embeddings is None else embeddings[first:first + count].mean(axis=0),
+            attention=None if attn is None else attn[first:first + count],
+        ))
+        first += count
+    return results[0] if single else results
+
+
+def aggregate(per_segment: np.ndarray) -> dict[str, float]:
+    """One probability per label for the record, by ECG-FM's rule: max or mean over segments."""
+    return {label.name: float(per_segment[:, i].max() if label.aggregation == "max" else per_segment[:, i].mean())
+            for i, label in enumerate(LABELS)}
+
+
+def _as_dict(row: np.ndarray) -> dict[str, float]:
+    return {label.name: float(value) for label, value in zip(LABELS, row)}
+
+
+def _batches(model: ECGFM, prepared: list[PreparedECG]):
+    """All records' segments as [B, 12, 2500] tensors with their padding masks, in chunks."""
+    segments = np.concatenate([p.segments for p in prepared])
+    if any(p.padding_mask is not None for p in prepared):
+        masks = np.concatenate([p.padding_mask if p.padding_mask is not None
+                                else np.zeros(p.segments.shape[::2], dtype=bool) for p in prepared])
+    else:
+        masks = None
+    parameter = next(model.parameters())
+    for first in range(0, len(segments), MAX_BATCH_SEGMENTS):
+        chunk = torch.from_numpy(segments[first:first + MAX_BATCH_SEGMENTS]).to(parameter.device, parameter.dtype)
+        mask = None if masks is None else torch.from_numpy(masks[first:first + MAX_BATCH_SEGMENTS]).to(parameter.device)
+        yield chunk, mask
+
+
+@torch.inference_mode()
+def _forward(model: ECGFM, prepared: list[PreparedECG], need_attention: bool) -> tuple[torch.Tensor, np.ndarray | None]:
+    logits, attention = [], []
+    for chunk, mask in _batches(model, prepared):
+        out = model(chunk, mask, return_attention=need_attention)
+        logits.append(out.logits.float().cpu())
+        if need_attention:
+            attention.append(out.attention[:, -1].float().cpu().numpy())
+    return torch.cat(logits), (np.concatenate(attention) if need_attention else None)
+
+
+@torch.inference_mode()
+def _pooled(encoder: ECGFM, prepared: list[PreparedECG]) -> np.ndarray:
+    if encoder.head is not None:
+        raise ECGFMError("embedder must be the pretrained encoder (load_model('pretrained')): ECG-FM's "
+                         "embeddings come from it, not from the finetuned classifier.")
+    pooled = []
+    for chunk, mask in _batches(encoder, prepared):
+        out = encoder(chunk, mask)
+        pooled.append(pool(out.hidden, out.frame_mask).float().cpu().numpy())
+    return np.concatenate(pooled)
+
+
+def describe(model: ECGFM, embedder: ECGFM | None = None) -> dict:
+    """What produced a result: the weights' origin and hash, the device and precision, our version."""
+    from . import __version__
+
+    parameter = next(model.parameters())
+    info = {**model.provenance, "device": str(parameter.device), "dtype": str(parameter.dtype).replace("torch.", ""),
+            "ecgfm_version": __version__}
+    if embedder is not None:
+        info["embedder"] = dict(embedder.provenance)
+    return info
