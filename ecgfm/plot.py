@@ -1,0 +1,277 @@
+"""The ECG drawn as clinicians read it: pink paper, 25 mm/s, 10 mm/mV, calibration pulses.
+
+Everything is drawn in millimetres of paper on one axes with equal aspect, and the figure is sized
+so that, saved at any dpi and printed at 100 %, 1 mm on the grid is 1 mm on paper.
+
+Layouts:
+- 12-lead, 10 s or longer: the standard printout, 3 rows x 4 columns of 2.5 s
+  (I aVR V1 V4 / II aVL V2 V5 / III aVF V3 V6, the columns being consecutive 2.5 s windows)
+  and a 10 s lead II rhythm strip at the bottom.
+- 12-lead shorter than 10 s: 6 rows x 2 columns (limb leads | chest leads), both columns showing
+  the same first (up to) 5 s, and a rhythm strip of all of it.
+- fewer than 6 usable standard leads (Holter, single-lead devices): one full-width strip per lead.
+
+Only the first 10 s are drawn; use `record.window(start_s, 10)` to show another part.
+
+matplotlib is used only through its object API (`Figure()`, no pyplot), so this is safe in a web
+server's threads and with any backend. matplotlib is imported on first use.
+"""
+from __future__ import annotations
+
+import io
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .io.leads import derive_missing_limb_leads
+from .io.record import STANDARD_LEADS, ECGRecord
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
+
+MM_PER_S = 25.0
+MM_PER_MV = 10.0
+PAGE_S = 10.0
+PAGE_MM = PAGE_S * MM_PER_S  # 250 mm of trace
+CAL_MM = 10.0  # room for the calibration pulse left of the trace (x < 0)
+
+GRID_MINOR = "#f7c9c9"
+GRID_MAJOR = "#ea8f8f"
+PAPER = "#fff7f6"
+TRACE = "#111111"
+MUTED = "#6f6f6f"
+DERIVED = "#1f4e9e"
+
+LAYOUT_3X4 = (("I", "aVR", "V1", "V4"), ("II", "aVL", "V2", "V5"), ("III", "aVF", "V3", "V6"))
+LAYOUT_6X2 = (("I", "V1"), ("II", "V2"), ("III", "V3"), ("aVR", "V4"), ("aVL", "V5"), ("aVF", "V6"))
+RHYTHM_CHOICES = ("II", "V1", "I", "V5", "III", "aVF")
+
+_MARGIN_MM = 4.0
+_HEADER_MM = 12.0
+
+
+def _statuses(record: ECGRecord, lead_status: dict[str, str] | None) -> dict[str, str]:
+    """Each lead the record has or should have -> "recorded" | "derived" | "zero-filled"."""
+    out = {}
+    for lead in list(STANDARD_LEADS) + [lead for lead in record.leads if lead not in STANDARD_LEADS]:
+        if lead not in record.leads or lead in record.zero_leads:
+            status = "zero-filled"
+        elif lead in record.derived_leads:
+            status = "derived"
+        else:
+            status = "recorded"
+        if lead_status and lead in lead_status and status != "zero-filled":
+            # The caller's account (prepare's) wins, except that a lead we have no trace for
+            # cannot be drawn whatever it says.
+            status = lead_status[lead]
+        out[lead] = status
+    return out
+
+
+def _label(lead: str, status: str) -> tuple[str, str]:
+    if status == "derived":
+        return f"{lead} (derived)", DERIVED
+    if status == "zero-filled":
+        return f"{lead} — not recorded", MUTED
+    return lead, TRACE
+
+
+class _Paper:
+    """One axes in millimetres: x = 0 at the start of the trace, y = 0 at the bottom."""
+
+    def __init__(self, height_mm: float, title: str):
+        from matplotlib.figure import Figure
+
+        self.height = height_mm
+        width = CAL_MM + PAGE_MM
+        fig_w = width + 2 * _MARGIN_MM
+        fig_h = height_mm + _MARGIN_MM + _HEADER_MM
+        self.fig = Figure(figsize=(fig_w / 25.4, fig_h / 25.4), facecolor="white")
+        self.ax = self.fig.add_axes((_MARGIN_MM / fig_w, _MARGIN_MM / fig_h, width / fig_w,
+                                     height_mm / fig_h))
+        ax = self.ax
+        ax.set_xlim(-CAL_MM, PAGE_MM)
+        ax.set_ylim(0, height_mm)
+        ax.set_aspect("equal", adjustable="box")
+        ax.set_facecolor(PAPER)
+        ax.set_axis_off()
+        ax.add_patch(_rect(-CAL_MM, 0, width, height_mm, PAPER))
+        self._grid(width)
+        self._fig_w, self._fig_h = fig_w, fig_h
+        self.fig.text(_MARGIN_MM / fig_w, 1 - 2.5 / fig_h, title, ha="left", va="top", fontsize=9,
+                      color="#333333")
+
+    def subtitle(self, text: str) -> None:
+        self.fig.text(_MARGIN_MM / self._fig_w, 1 - 7.5 / self._fig_h, text, ha="left", va="top",
+                      fontsize=7.5, color=MUTED)
+
+    def _grid(self, width: float) -> None:
+        from matplotlib.collections import LineCollection
+
+        minor, major = [], []
+        for x in np.arange(-CAL_MM, PAGE_MM + 0.5):
+            (major if round(x) % 5 == 0 else minor).append([(x, 0), (x, self.height)])
+        for y in np.arange(0, self.height + 0.5):
+            (major if round(y) % 5 == 0 else minor).append([(-CAL_MM, y), (PAGE_MM, y)])
+        self.ax.add_collection(LineCollection(minor, colors=GRID_MINOR, linewidths=0.3, zorder=1))
+        self.ax.add_collection(LineCollection(major, colors=GRID_MAJOR, linewidths=0.6, zorder=1))
+
+    def calibration(self, baseline: float) -> None:
+        """A 1 mV x 0.2 s pulse left of the trace: 10 mm high, 5 mm wide."""
+        x0 = -CAL_MM + 1.5
+        h = 1.0 * MM_PER_MV
+        xs = [x0, x0 + 1.5, x0 + 1.5, x0 + 6.5, x0 + 6.5, x0 + 8.0]
+        ys = [baseline, baseline, baseline + h, baseline + h, baseline, baseline]
+        self.ax.plot(xs, ys, color=TRACE, lw=0.8, zorder=3, solid_joinstyle="miter",
+                     gid="calibration")
+
+    def trace(self, x0_mm: float, baseline: float, values_mv: np.ndarray, fs: float,
+              clip_mm: float, gid: str) -> None:
+        if values_mv.size < 2:
+            return
+        v = values_mv.astype(np.float64)
+        v = v - np.median(v)  # sit the trace on its baseline (display only)
+        y = np.clip(baseline + v * MM_PER_MV, baseline - clip_mm, baseline + clip_mm)
+        x = x0_mm + np.arange(v.size) / fs * MM_PER_S
+        self.ax.plot(x, y, color=TRACE, lw=0.7, zorder=3, solid_joinstyle="round", gid=gid)
+
+    def label(self, x_mm: float, y_mm: float, text: str, color: str, size: float = 8) -> None:
+        self.ax.text(x_mm + 1.0, y_mm, text, color=color, fontsize=size, ha="left", va="top",
+                     zorder=4, fontweight="bold" if color == TRACE else "normal",
+                     fontstyle="italic" if color == MUTED else "normal")
+
+    def separator(self, x_mm: float, baseline: float) -> None:
+        self.ax.plot([x_mm, x_mm], [baseline - 3, baseline + 3], color=TRACE, lw=0.7, zorder=3)
+
+
+def _rect(x, y, w, h, color):
+    from matplotlib.patches import Rectangle
+
+    return Rectangle((x, y), w, h, facecolor=color, edgecolor="none", zorder=0)
+
+
+def _title(record: ECGRecord, shown_s: float, layout: str) -> str:
+    start = record.start_s
+    total = record.total_duration_s or record.duration_s
+    span = f"{start:.1f}–{start + shown_s:.1f} s"
+    if abs(shown_s - total) > 1e-6 or start > 0:
+        span += f" of a {total:.1f} s recording"
+    return (f"{record.name}   ·   {span}   ·   {record.fs:g} Hz   ·   {layout}   ·   "
+            f"25 mm/s, 10 mm/mV")
+
+
+def plot_ecg(record: ECGRecord, lead_status: dict[str, str] | None = None) -> "Figure":
+    """Draw the first 10 s of `record` on ECG paper; return a matplotlib Figure (no pyplot).
+
+    `lead_status` (as `prepare` returns it) marks leads as derived or not recorded; without it the
+    record's own `derived_leads` / `zero_leads` are used. Limb leads missing from the file are
+    derived from I and II for display, exactly as `prepare` does, and labelled "(derived)".
+    """
+    record = derive_missing_limb_leads(record)
+    status = _statuses(record, lead_status)
+    fs = record.fs
+    n_show = min(record.signal.shape[1], int(round(PAGE_S * fs)))
+    shown_s = n_show / fs
+
+    def samples(lead: str, t0: float, t1: float) -> np.ndarray:
+        row = record.signal[record.leads.index(lead)]
+        a, b = int(round(t0 * fs)), min(n_show, int(round(t1 * fs)))
+        return row[a:b] if b > a else row[:0]
+
+    drawable = [lead for lead in STANDARD_LEADS if status[lead] != "zero-filled"]
+    rhythm = next((lead for lead in RHYTHM_CHOICES if lead in drawable), None)
+    leads_text = "12-lead" if len(drawable) == 12 else f"{len(drawable)} of 12 leads"
+
+    if len(drawable) >= 6 and shown_s >= PAGE_S - 1e-9:
+        row_mm, rhythm_mm = 40.0, 40.0
+        paper = _Paper(3 * row_mm + rhythm_mm, _title(record, shown_s, f"{leads_text}, 3 × 4 + rhythm"))
+        col_s = PAGE_S / 4
+        for r, row in enumerate(LAYOUT_3X4):
+            top = paper.height - r * row_mm
+            base = top - 0.6 * row_mm
+            paper.calibration(base)
+            for c, lead in enumerate(row):
+                x0 = c * col_s * MM_PER_S
+                if c:
+                    paper.separator(x0, base)
+                text, color = _label(lead, status[lead])
+                paper.label(x0, top - 1.5, text, color)
+                if status[lead] != "zero-filled":
+                    paper.trace(x0, base, samples(lead, c * col_s, (c + 1) * col_s), fs,
+                                clip_mm=2 * row_mm, gid=f"trace:{lead}")
+        _rhythm_strip(paper, rhythm, status, rhythm_mm, samples, fs, shown_s)
+    elif len(drawable) >= 6:
+        col_s = min(shown_s, PAGE_S / 2)
+        # The rhythm strip only adds something when there is more than one column's worth.
+        row_mm, rhythm_mm = 30.0, (35.0 if shown_s > col_s + 1e-9 else 0.0)
+        paper = _Paper(6 * row_mm + rhythm_mm,
+                       _title(record, shown_s, f"{leads_text}, 6 × 2 (both columns "
+                                               f"0–{col_s:.1f} s){' + rhythm' if rhythm_mm else ''}"))
+        for r, row in enumerate(LAYOUT_6X2):
+            top = paper.height - r * row_mm
+            base = top - 0.6 * row_mm
+            paper.calibration(base)
+            for c, lead in enumerate(row):
+                x0 = c * (PAGE_S / 2) * MM_PER_S
+                if c:
+                    paper.separator(x0, base)
+                text, color = _label(lead, status[lead])
+                paper.label(x0, top - 1.0, text, color)
+                if status[lead] != "zero-filled":
+                    paper.trace(x0, base, samples(lead, 0.0, col_s), fs, clip_mm=2 * row_mm,
+                                gid=f"trace:{lead}")
+        if rhythm_mm:
+            _rhythm_strip(paper, rhythm, status, rhythm_mm, samples, fs, shown_s)
+    else:
+        # Few leads: each one gets a full-width strip, in the record's own order.
+        leads = [lead for lead in record.leads if lead not in record.zero_leads]
+        missing = [lead for lead in record.leads if lead in record.zero_leads]
+        extras = list(record.extra_leads)
+        strips = leads + missing + extras
+        row_mm = 40.0
+        paper = _Paper(max(1, len(strips)) * row_mm,
+                       _title(record, shown_s, f"{len(leads)}-lead, one strip per lead"))
+        for r, lead in enumerate(strips):
+            top = paper.height - r * row_mm
+            base = top - 0.6 * row_mm
+            paper.calibration(base)
+            if lead in extras:
+                paper.label(0, top - 1.5, f"{lead} (not used by ECG-FM)", MUTED)
+                paper.trace(0, base, record.extra_leads[lead][:n_show], fs, clip_mm=2 * row_mm,
+                            gid=f"trace:{lead}")
+                continue
+            text, color = _label(lead, status.get(lead, "recorded"))
+            paper.label(0, top - 1.5, text, color)
+            if lead in leads:
+                paper.trace(0, base, samples(lead, 0.0, shown_s), fs, clip_mm=2 * row_mm,
+                            gid=f"trace:{lead}")
+        # Name the 12-lead leads that are absent, so nobody looks for them.
+        absent = [lead for lead in STANDARD_LEADS if lead not in record.leads]
+        if absent:
+            paper.subtitle("Not recorded: " + ", ".join(absent))
+    return paper.fig
+
+
+def _rhythm_strip(paper: _Paper, lead: str | None, status: dict[str, str], row_mm: float,
+                  samples, fs: float, shown_s: float) -> None:
+    top = row_mm
+    base = top - 0.6 * row_mm
+    paper.calibration(base)
+    if lead is None:
+        paper.label(0, top - 1.5, "Rhythm strip — no lead recorded", MUTED)
+        return
+    text, color = _label(lead, status[lead])
+    paper.label(0, top - 1.5, f"{text} — rhythm", color)
+    paper.trace(0, base, samples(lead, 0.0, shown_s), fs, clip_mm=2 * row_mm,
+                gid=f"rhythm:{lead}")
+
+
+def figure_to_png(fig: "Figure", dpi: int = 150) -> bytes:
+    """The figure as PNG bytes (Agg), without touching pyplot's global state."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    if not isinstance(fig.canvas, FigureCanvasAgg):
+        FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, facecolor=fig.get_facecolor())
+    return buf.getvalue()

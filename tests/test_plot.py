@@ -1,0 +1,193 @@
+"""ECG paper rendering: layout, labels and markings, physical scale, PNG output."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ecgfm.io.record import STANDARD_LEADS, ECGRecord
+from ecgfm.plot import CAL_MM, MM_PER_S, figure_to_png, plot_ecg
+from ecgfm.preprocess import prepare
+
+LEADS = list(STANDARD_LEADS)
+REPO = Path(__file__).resolve().parents[1]
+
+
+def synthetic(fs: float, seconds: float, n_leads: int = 12, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(round(fs * seconds))) / fs
+    beats = np.zeros_like(t)
+    for beat in np.arange(0.2, seconds, 60 / 75):
+        beats += np.exp(-0.5 * ((t - beat) / 0.01) ** 2) \
+            + 0.25 * np.exp(-0.5 * ((t - beat - 0.25) / 0.04) ** 2)
+    return np.asarray([rng.uniform(0.5, 1.5) * beats + 0.01 * rng.standard_normal(t.size)
+                       for _ in range(n_leads)], dtype=np.float32)
+
+
+def record(signal, fs, leads, **kw) -> ECGRecord:
+    return ECGRecord(name="synthetic", signal=signal, fs=fs, leads=list(leads), format="test",
+                     units="mV", **kw)
+
+
+def texts(fig) -> list[str]:
+    return [t.get_text() for ax in fig.axes for t in ax.texts] + [t.get_text() for t in fig.texts]
+
+
+def lines(fig, prefix: str) -> dict[str, np.ndarray]:
+    return {line.get_gid(): line.get_xydata() for ax in fig.axes for line in ax.lines
+            if (line.get_gid() or "").startswith(prefix)}
+
+
+def test_twelve_lead_standard_layout():
+    fig = plot_ecg(record(synthetic(500, 10), 500, LEADS))
+    (ax,) = fig.axes
+    labels = texts(fig)
+    for lead in LEADS:
+        assert lead in labels
+    assert "II — rhythm" in labels
+    assert not any("derived" in t or "not recorded" in t for t in labels)
+    # 25 mm/s: the 10 s page is 250 mm wide, plus room for the calibration pulse.
+    assert ax.get_xlim() == (-CAL_MM, 250.0)
+    traces = lines(fig, "trace:")
+    assert set(traces) == {f"trace:{lead}" for lead in LEADS}
+    # Consecutive 2.5 s windows: I at 0-62.5 mm, aVR at 62.5-125, V1 at 125-187.5, V4 at 187.5-250.
+    for col, lead in enumerate(("I", "aVR", "V1", "V4")):
+        xs = traces[f"trace:{lead}"][:, 0]
+        assert xs[0] == pytest.approx(col * 62.5)
+        assert xs[-1] == pytest.approx((col + 1) * 62.5, abs=0.1)
+    rhythm = lines(fig, "rhythm:")["rhythm:II"]
+    assert rhythm[0, 0] == 0 and rhythm[-1, 0] == pytest.approx(10 * MM_PER_S, abs=0.1)
+    # 10 mm/mV: a 1 mV calibration pulse at the start of each of the 4 rows is 10 mm tall.
+    cals = [line.get_xydata() for line in ax.lines if line.get_gid() == "calibration"]
+    assert len(cals) == 4
+    assert all(np.ptp(c[:, 1]) == pytest.approx(10.0) and np.ptp(c[:, 0]) < CAL_MM for c in cals)
+
+
+def test_physical_scale_and_grid():
+    fig = plot_ecg(record(synthetic(500, 10), 500, LEADS))
+    (ax,) = fig.axes
+    # The axes is sized so that one data unit is one millimetre of figure.
+    box = ax.get_position()
+    width_mm = box.width * fig.get_figwidth() * 25.4
+    height_mm = box.height * fig.get_figheight() * 25.4
+    x0, x1 = ax.get_xlim()
+    y0, y1 = ax.get_ylim()
+    assert width_mm == pytest.approx(x1 - x0, rel=1e-6)
+    assert height_mm == pytest.approx(y1 - y0, rel=1e-6)
+    minor, major = ax.collections[:2]
+    minor_x = sorted({seg[0][0] for seg in minor.get_segments() if seg[0][0] == seg[1][0]})
+    major_x = sorted({seg[0][0] for seg in major.get_segments() if seg[0][0] == seg[1][0]})
+    assert np.allclose(np.diff(major_x), 5.0)
+    assert set(np.diff(minor_x)) <= {1.0, 2.0}  # 1 mm, skipping where a major line is
+    assert len(major_x) == (250 + CAL_MM) / 5 + 1
+
+
+def test_png(tmp_path):
+    fig = plot_ecg(record(synthetic(500, 10), 500, LEADS))
+    png = figure_to_png(fig)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    path = tmp_path / "ecg.png"
+    fig.savefig(path)
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    Path("/tmp/ecgfm_test_plot_12lead.png").write_bytes(png)  # for looking at by hand
+
+
+def test_eight_lead_record_marks_derived_leads():
+    full = synthetic(500, 10)
+    eight = ["I", "II", "V1", "V2", "V3", "V4", "V5", "V6"]
+    rec = record(full[[LEADS.index(lead) for lead in eight]], 500, eight)
+    prepared = prepare(rec)
+    for status in (None, prepared.lead_status):
+        fig = plot_ecg(rec, status)
+        labels = texts(fig)
+        for lead in ("III", "aVR", "aVL", "aVF"):
+            assert f"{lead} (derived)" in labels
+            assert f"trace:{lead}" in lines(fig, "trace:")
+        for lead in eight:
+            assert lead in labels
+    # Drawn values follow Einthoven: III = II - I (offsets removed for display).
+    fig = plot_ecg(rec)
+    iii = lines(fig, "trace:")["trace:III"][:, 1]
+    i, ii = full[0, :1250].astype(float), full[1, :1250].astype(float)
+    expected = (ii - i) - np.median(ii - i)
+    base = np.median(iii - expected * 10)
+    np.testing.assert_allclose(iii, base + expected * 10, atol=1e-3)
+
+
+def test_zero_filled_lead_marked_without_trace():
+    full = synthetic(500, 10)
+    leads = [lead for lead in LEADS if lead != "V1"]
+    rec = record(np.delete(full, LEADS.index("V1"), axis=0), 500, leads)
+    fig = plot_ecg(rec, prepare(rec).lead_status)
+    assert "V1 — not recorded" in texts(fig)
+    assert "trace:V1" not in lines(fig, "trace:")
+    # A lead the reader zero-filled is treated the same way.
+    zeroed = full.copy()
+    zeroed[LEADS.index("V3")] = 0
+    fig = plot_ecg(record(zeroed, 500, LEADS, zero_leads=["V3"]))
+    assert "V3 — not recorded" in texts(fig) and "trace:V3" not in lines(fig, "trace:")
+
+
+def test_two_lead_holter_gets_one_strip_per_lead():
+    rec = record(synthetic(250, 30, n_leads=2), 250, ["II", "V5"], total_duration_s=3600.0)
+    fig = plot_ecg(rec)
+    labels = texts(fig)
+    assert "II" in labels and "V5" in labels
+    assert any(t.startswith("Not recorded: I, III") for t in labels)
+    traces = lines(fig, "trace:")
+    assert set(traces) == {"trace:II", "trace:V5"}
+    # Only the first 10 s, full width.
+    assert traces["trace:II"][-1, 0] == pytest.approx(250.0, abs=0.2)
+    assert any("0.0–10.0 s of a 3600.0 s recording" in t for t in labels)
+
+
+def test_single_lead():
+    fig = plot_ecg(record(synthetic(360, 10, n_leads=1), 360, ["I"]))
+    assert set(lines(fig, "trace:")) == {"trace:I"}
+    assert len(fig.axes[0].lines) == 2  # the trace and its calibration pulse
+
+
+def test_three_second_record_draws_what_exists():
+    fig = plot_ecg(record(synthetic(500, 3), 500, LEADS))
+    labels = texts(fig)
+    for lead in LEADS:
+        assert lead in labels
+    traces = lines(fig, "trace:")
+    assert set(traces) == {f"trace:{lead}" for lead in LEADS}
+    for lead in ("I", "aVF"):
+        xs = traces[f"trace:{lead}"][:, 0]
+        assert xs[0] == 0 and xs[-1] == pytest.approx(3 * MM_PER_S, abs=0.1)
+    for lead in ("V1", "V6"):
+        xs = traces[f"trace:{lead}"][:, 0]
+        assert xs[0] == 125 and xs[-1] == pytest.approx(125 + 3 * MM_PER_S, abs=0.1)
+    assert not lines(fig, "rhythm:")  # it would repeat lead II
+    assert fig.axes[0].get_xlim() == (-CAL_MM, 250.0)
+
+
+def test_seven_second_record_has_rhythm_strip_of_all_of_it():
+    fig = plot_ecg(record(synthetic(400, 7), 400, LEADS))
+    rhythm = lines(fig, "rhythm:")["rhythm:II"]
+    assert rhythm[-1, 0] == pytest.approx(7 * MM_PER_S, abs=0.1)
+
+
+def test_threads_and_no_pyplot():
+    figs = []
+
+    def work():
+        figs.append(figure_to_png(plot_ecg(record(synthetic(500, 10), 500, LEADS))))
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(figs) == 4 and len(set(figs)) == 1
+    code = ("import sys, numpy as np; from ecgfm.plot import plot_ecg, figure_to_png; "
+            "from ecgfm.io.record import ECGRecord; "
+            "r = ECGRecord('x', np.zeros((1, 5000)), 500, ['II'], 't', 'mV'); "
+            "figure_to_png(plot_ecg(r)); assert 'matplotlib.pyplot' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
