@@ -1,0 +1,123 @@
+"""Command line: `python -m ecgfm predict FILE...` and `python -m ecgfm info FILE...`.
+
+Every expected failure prints one sentence and exits non-zero; nothing is printed for any record
+until all of them have been read, so a bad file never leaves half an answer behind.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+
+from .errors import ECGFMError
+from .labels import LABELS
+
+DISCLAIMER = "Research use only: ECG-FM is not a medical device and its outputs are not diagnoses."
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except ECGFMError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m ecgfm", description=f"ECG-FM on ECG files. {DISCLAIMER}")
+    commands = parser.add_subparsers(required=True, metavar="{predict,info}")
+
+    def reading_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("files", nargs="+", metavar="FILE",
+                         help="ECG files; a WFDB record's .hea and .dat together, several records at once")
+        sub.add_argument("--fs", type=float, help="sampling rate in Hz, for files that do not store one")
+        sub.add_argument("--json", action="store_true", help="one JSON object per record, one per line")
+
+    predict = commands.add_parser("predict", help="ECG-FM's probabilities of 17 findings per record")
+    reading_options(predict)
+    predict.add_argument("--csv", action="store_true", help="one CSV row per record")
+    predict.add_argument("--checkpoint", default="finetuned",
+                         help="'finetuned' (Hugging Face Hub cache, or ECGFM_CHECKPOINT) or a .pt path")
+    predict.add_argument("--embedding", nargs="?", const="pretrained", metavar="CHECKPOINT",
+                         help="add ECG-FM's embedding from the pretrained encoder ('pretrained' or a .pt path)")
+    predict.add_argument("--start", type=float, default=0.0, help="window start in seconds (default 0)")
+    predict.add_argument("--duration", type=float, default=10.0, help="window length in seconds (default 10)")
+    predict.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    predict.set_defaults(run=_predict)
+
+    info = commands.add_parser("info", help="what was read: leads, sampling rate, duration, units, warnings")
+    reading_options(info)
+    info.set_defaults(run=_info)
+    return parser
+
+
+def _read(args: argparse.Namespace):
+    from .io import read_ecgs
+    return read_ecgs(args.files, fs=args.fs)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    if args.json and args.csv:
+        raise ECGFMError("choose one output format: --json or --csv.")
+    records = _read(args)
+    from . import load_model
+    from .predict import predict
+
+    model = load_model(args.checkpoint, device=args.device)
+    embedder = load_model(args.embedding, device=args.device) if args.embedding else None
+    results = predict(model, records, embedder=embedder, start_s=args.start, duration_s=args.duration)
+    if args.json:
+        for result in results:
+            print(json.dumps(result.to_dict()))
+    elif args.csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["file", "start_s", "end_s", *(label.name for label in LABELS)])
+        for result in results:
+            writer.writerow([result.name, result.segments[0].start_s, result.segments[-1].end_s,
+                             *(f"{result.probabilities[label.name]:.6f}" for label in LABELS)])
+    else:
+        for result in results:
+            _print_prediction(result)
+        print(DISCLAIMER)
+    return 0
+
+
+def _print_prediction(result) -> None:
+    span = f"{result.segments[0].start_s:.1f}–{result.segments[-1].end_s:.1f} s"
+    print(f"{result.name}  ({len(result.segments)} segment(s), {span})")
+    width = max(len(label.name) for label in LABELS)
+    print(f"  {'finding':<{width}}  probability  prevalence")
+    for label in sorted(LABELS, key=lambda lab: -result.probabilities[lab.name]):
+        print(f"  {label.name:<{width}}  {result.probabilities[label.name]:11.3f}  {label.prevalence_pct:9.2f}%")
+    for warning in result.warnings:
+        print(f"  note: {warning}")
+    provenance = result.provenance
+    print(f"  model: {provenance.get('repo') or 'local file'} {provenance.get('file')} "
+          f"sha256 {str(provenance.get('sha256'))[:12]}… on {provenance.get('device')}")
+    print()
+
+
+def _info(args: argparse.Namespace) -> int:
+    for record in _read(args):
+        summary = {
+            "file": record.name, "format": record.format, "leads": record.leads, "fs": record.fs,
+            "duration_s": round(record.total_duration_s, 3), "units": record.units,
+            "derived_leads": record.derived_leads, "extra_leads": list(record.extra_leads),
+            "warnings": record.warnings,
+        }
+        if args.json:
+            print(json.dumps(summary))
+        else:
+            print(f"{record.name}: {record.format}, {len(record.leads)} leads ({', '.join(record.leads)}), "
+                  f"{record.fs:g} Hz, {record.total_duration_s:.2f} s, stored in {record.units}")
+            for warning in record.warnings:
+                print(f"  note: {warning}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
