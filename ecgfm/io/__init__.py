@@ -1,4 +1,580 @@
-"""Reading ECG files: one module per format family behind `read_ecg`."""
+"""Reading ECG files: one module per format family behind `read_ecg` / `read_ecgs`.
+
+The format modules only decode: they hand over channels with the names, units and rates found in
+the file. Everything else happens here, once for all formats: canonical lead names (MLII, 'Lead I
+(Einthoven)', PTB's lower case ...), extra and non-ECG channels, units to mV (including raw ADC
+counts inferred from strong evidence only), missing samples, the sampling-rate range, the window,
+limb-lead derivation and the warnings that say what was done. Nothing identifying a patient
+(header comments, demographic fields) is ever copied into a record, a warning or an error.
+
+Vendor formats (GE MUSE, Philips, HL7 aECG, DICOM, SCP-ECG, Contec .ECG) live in `vendor.py`,
+which exposes `sniff(path, head) -> bool` and `read(path) -> ECGRecord` (leads as named in the
+file, values in mV); it is imported lazily, and its formats count as unknown while it is absent.
+"""
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Iterable, Union
+
+import numpy as np
+
+from ..errors import ECGReadError
+from .leads import (EXTRA, MODIFIED, NON_ECG, STANDARD, UNKNOWN, Channel, RawRecord,
+                    classify_lead, complete_limb_leads)
 from .record import STANDARD_LEADS, ECGRecord
 
-__all__ = ["ECGRecord", "STANDARD_LEADS"]
+__all__ = ["ECGRecord", "STANDARD_LEADS", "read_ecg", "read_ecgs", "MIN_FS", "MAX_FS"]
+
+PathLike = Union[str, os.PathLike]
+
+MIN_FS = 100.0  # Hz; below this an ECG cannot be resampled to ECG-FM's 500 Hz meaningfully
+MAX_FS = 10_000.0
+MAX_FILES = 200
+WFDB_DEFAULT_GAIN = 200.0  # ADC units per mV, WFDB's documented default when a gain is missing
+COUNTS_MIN_RANGE = 50.0  # whole numbers spanning more than this are ADC counts, not mV
+UV_MIN_MEDIAN = 50.0  # a median |amplitude| above this is not millivolts
+
+_ANNOTATION_EXT = {".atr", ".qrs", ".ann", ".ari", ".man", ".pwave", ".pu", ".pu0", ".pu1", ".st",
+                   ".stf", ".16a", ".all", ".wqrs", ".sqrs", ".gqrs", ".blh", ".trigger", ".hrv",
+                   ".apn", ".qrsc", ".alarm", ".arousal", ".event", ".edr", ".ecg",
+                   ".marker", ".q1c", ".q2c", ".qt1", ".qt2", ".beat", ".sleep", ".resp", ".epi",
+                   ".rhythm"}
+_VENDOR_EXT = {".xml", ".dcm", ".scp", ".ecg", ".dicom"}
+_TEXT_EXT = {".csv", ".tsv", ".txt", ".asc", ".ascii", ".tab", ".dat"}
+
+
+# --- vendor module (another engineer's), imported lazily -----------------------------------------
+
+def _vendor():
+    """The vendor-format module, or None while it does not exist."""
+    try:
+        return importlib.import_module(f"{__name__}.vendor")
+    except ModuleNotFoundError as err:
+        if err.name == f"{__name__}.vendor":
+            return None
+        raise ECGReadError("The reader for vendor ECG formats could not be loaded "
+                           f"(missing package {err.name}).") from None
+
+
+# --- public API ---------------------------------------------------------------------------------
+
+def read_ecg(paths: PathLike | Iterable[PathLike], *, fs: float | None = None, start_s: float = 0.0,
+             duration_s: float | None = None) -> ECGRecord:
+    """Read the files that make ONE ECG record (e.g. a WFDB .hea with its .dat).
+
+    `fs` gives the sampling rate for formats that do not store one (plain CSV, .npy); `start_s`
+    and `duration_s` select a window of a long recording. Raises ECGReadError when the files make
+    no record or several.
+    """
+    records = read_ecgs(paths, fs=fs, start_s=start_s, duration_s=duration_s)
+    if len(records) != 1:
+        names = ", ".join(r.name for r in records)
+        raise ECGReadError(f"The files make {len(records)} records ({names}), not one; read them "
+                           "with read_ecgs or give the files of one record.")
+    return records[0]
+
+
+def read_ecgs(paths: PathLike | Iterable[PathLike], *, fs: float | None = None,
+              start_s: float = 0.0, duration_s: float | None = None) -> list[ECGRecord]:
+    """Read any set of uploaded files: one record per recording, each named after its file.
+
+    Files may sit in different folders (as Gradio stores uploads): WFDB headers are matched with
+    their signal files by the names the header gives. Zip archives are expanded. Annotation files
+    (.atr, .qrs ...) that come with a record are ignored.
+    """
+    files = _as_paths(paths)
+    first = files[0].name
+    _check_options(first, fs, start_s, duration_s)
+    with tempfile.TemporaryDirectory(prefix="ecgfm-read-") as tmp:
+        tmp_dir = Path(tmp)
+        expanded = _expand(files, tmp_dir)
+        jobs = _group(expanded)
+        return [_run(job, tmp_dir / f"record{i}", fs, start_s, duration_s)
+                for i, job in enumerate(jobs)]
+
+
+# --- inputs -------------------------------------------------------------------------------------
+
+def _as_paths(paths) -> list[Path]:
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    try:
+        files = [Path(p) for p in paths]
+    except TypeError:
+        raise ECGReadError("Give a file path or a list of file paths to read.") from None
+    if not files:
+        raise ECGReadError("No file was given to read.")
+    if len(files) > MAX_FILES:
+        raise ECGReadError(f"{len(files)} files were given; at most {MAX_FILES} can be read at once.")
+    return files
+
+
+def _check_options(first: str, fs, start_s, duration_s) -> None:
+    if fs is not None:
+        try:
+            fs_value = float(fs)
+        except (TypeError, ValueError):
+            fs_value = float("nan")
+        if not math.isfinite(fs_value) or not MIN_FS <= fs_value <= MAX_FS:
+            raise ECGReadError(f"{first}: the given sampling rate {fs} Hz is outside the "
+                               f"{MIN_FS:g} Hz to {MAX_FS / 1000:g} kHz an ECG can be read at.")
+    if not math.isfinite(float(start_s)) or start_s < 0:
+        raise ECGReadError(f"{first}: the window must start at 0 s or later.")
+    if duration_s is not None and (not math.isfinite(float(duration_s)) or duration_s <= 0):
+        raise ECGReadError(f"{first}: the window must last more than 0 s.")
+
+
+def _head(path: Path, n: int = 512) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(n)
+
+
+def _expand(files: list[Path], tmp: Path) -> list[Path]:
+    """Check the files exist and are not empty; expand zip archives and folders."""
+    from . import archive
+
+    out: list[Path] = []
+    for i, path in enumerate(files):
+        if path.is_dir():
+            members = sorted(p for p in path.rglob("*") if p.is_file()
+                             and not any(part.startswith(".") for part in p.relative_to(path).parts))
+            if len(members) > MAX_FILES:
+                raise ECGReadError(f"{path.name}: the folder holds more than {MAX_FILES} files.")
+            out.extend(_expand(members, tmp / f"dir{i}") if members else [])
+            continue
+        if not path.is_file():
+            raise ECGReadError(f"{path.name}: the file does not exist.")
+        if path.stat().st_size == 0:
+            raise ECGReadError(f"{path.name}: the file is empty.")
+        head = _head(path)
+        if path.suffix.lower() != ".npz" and (archive.looks_like_zip(head) or path.suffix.lower() == ".zip"):
+            dest = tmp / f"zip{i}"
+            dest.mkdir(parents=True)
+            members = archive.extract(path, dest)
+            for member in members:
+                if member.suffix.lower() == ".zip" or archive.looks_like_zip(_head(member)) \
+                        and member.suffix.lower() != ".npz":
+                    raise ECGReadError(f"{path.name}: the archive holds another archive "
+                                       f"({member.name}); put the ECG files in one zip.")
+                if member.stat().st_size == 0:
+                    raise ECGReadError(f"{member.name} (in {path.name}): the file is empty.")
+            if not members:
+                raise ECGReadError(f"{path.name}: the archive holds no files.")
+            out.extend(members)
+        else:
+            out.append(path)
+    if len(out) > MAX_FILES:
+        raise ECGReadError(f"{len(out)} files were given; at most {MAX_FILES} can be read at once.")
+    return out
+
+
+class _Job:
+    """One record to read: a WFDB header with its companion files, or a single file."""
+
+    def __init__(self, kind: str, main: Path, companions: list[Path] | None = None) -> None:
+        self.kind = kind
+        self.main = main
+        self.companions = companions or []
+
+
+def _group(files: list[Path]) -> list[_Job]:
+    from . import wfdb_format
+
+    by_name: dict[str, list[Path]] = {}
+    for path in files:
+        by_name.setdefault(path.name, []).append(path)
+
+    headers = [p for p in files if p.suffix.lower() == ".hea" and wfdb_format.looks_like_header(p)]
+    bad_headers = [p for p in files if p.suffix.lower() == ".hea" and p not in headers]
+    if bad_headers:
+        raise ECGReadError(f"{bad_headers[0].name}: this is not a valid WFDB header.")
+    refs = {h: wfdb_format.referenced_files(h) for h in headers}
+    segment_headers = {f"{seg}.hea" for (_, segs) in refs.values() for seg in segs}
+    roots = [h for h in headers if h.name not in segment_headers]
+
+    used: set[Path] = set()
+    jobs: list[_Job] = []
+    record_stems: set[str] = set()
+
+    def pick(name: str, owner: Path) -> Path | None:
+        candidates = by_name.get(name, [])
+        if len(candidates) > 1:
+            raise ECGReadError(f"{owner.name}: {len(candidates)} uploaded files are named {name}; "
+                               "upload each record's files once.")
+        return candidates[0] if candidates else None
+
+    for header in roots:
+        signal_files, segments = refs[header]
+        companions: list[Path] = []
+        for name in signal_files:
+            found = pick(name, header)
+            if found is not None:
+                companions.append(found)
+        for seg in segments:
+            seg_header = pick(f"{seg}.hea", header)
+            if seg_header is None:
+                continue
+            companions.append(seg_header)
+            for name in wfdb_format.referenced_files(seg_header)[0]:
+                found = pick(name, header)
+                if found is not None:
+                    companions.append(found)
+        used.add(header)
+        used.update(companions)
+        record_stems.add(header.stem)
+        record_stems.update(segments)
+        jobs.append(_Job("wfdb", header, companions))
+    for header in headers:
+        if header not in roots and header not in used:
+            used.add(header)  # a segment header whose master header was uploaded without it
+
+    leftovers: list[Path] = []
+    annotations: list[Path] = []
+    for path in files:
+        if path in used:
+            continue
+        ext = path.suffix.lower()
+        if ext in _ANNOTATION_EXT and (path.stem in record_stems or ext != ".ecg"):
+            annotations.append(path)
+            continue
+        if ext in (".dat", ".xyz") and not _looks_like_text(path):
+            raise ECGReadError(f"{path.name}: this is a WFDB signal file; upload its .hea header "
+                               "with it.")
+        leftovers.append(path)
+    jobs.extend(_Job("file", p) for p in leftovers)
+    if not jobs:
+        if annotations:
+            raise ECGReadError(f"{annotations[0].name}: this is an annotation file, not an ECG "
+                               "signal; upload the record's .hea header and signal files.")
+        raise ECGReadError("No ECG file was given.")
+    return jobs
+
+
+def _looks_like_text(path: Path) -> bool:
+    head = _head(path, 4096)
+    if not head or b"\x00" in head:
+        return False
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        try:
+            text = head.decode("latin-1")
+        except UnicodeDecodeError:
+            return False
+    printable = sum(ch.isprintable() or ch in "\r\n\t" for ch in text)
+    return printable >= 0.98 * len(text) and any(ch.isdigit() for ch in text)
+
+
+# --- dispatch -----------------------------------------------------------------------------------
+
+def _run(job: _Job, workdir: Path, fs, start_s, duration_s) -> ECGRecord:
+    name = job.main.name
+    try:
+        if job.kind == "wfdb":
+            raw = _read_wfdb(job, workdir, start_s, duration_s)
+        else:
+            raw = _read_file(job.main, fs, start_s, duration_s)
+        if isinstance(raw, ECGRecord):
+            raw = _from_record(raw)
+        return _finalize(raw, name, fs, start_s, duration_s, job.kind == "wfdb")
+    except ECGReadError:
+        raise
+    except MemoryError:
+        raise ECGReadError(f"{name}: the recording is too large to read into memory.") from None
+    except Exception as err:  # noqa: BLE001 - one plain sentence, never a traceback
+        raise ECGReadError(f"{name}: the file could not be read ({type(err).__name__}); it may be "
+                           "corrupt or in an unsupported variant of its format.") from None
+
+
+def _read_wfdb(job: _Job, workdir: Path, start_s, duration_s) -> RawRecord:
+    """Bring the header and its companions into one private folder, then read with wfdb."""
+    from . import wfdb_format
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    for path in [job.main, *job.companions]:
+        target = workdir / path.name
+        if target.exists():
+            continue
+        try:
+            os.symlink(path.resolve(), target)
+        except OSError:
+            shutil.copyfile(path, target)
+    return wfdb_format.read(workdir / job.main.name, start_s=start_s, duration_s=duration_s)
+
+
+def _read_file(path: Path, fs, start_s, duration_s):
+    from . import archive, edf, matlab, numpy_format, text
+
+    name = path.name
+    ext = path.suffix.lower()
+    head = _head(path)
+    if edf.looks_like_edf(head) or ext in (".edf", ".bdf"):
+        return edf.read(path, start_s=start_s, duration_s=duration_s)
+    if head.startswith(b"\x93NUMPY") or ext == ".npy":
+        return numpy_format.read_npy(path, fs=fs)
+    if ext == ".npz" or (archive.looks_like_zip(head) and ext not in (".zip",)):
+        return numpy_format.read_npz(path, fs=fs)
+    if head.startswith(b"MATLAB") or ext == ".mat":
+        return matlab.read(path, fs=fs)
+    if ext in _VENDOR_EXT or ext not in _TEXT_EXT:
+        vendor = _vendor()
+        if vendor is not None and vendor.sniff(path, head):
+            return vendor.read(path)
+        if ext in _VENDOR_EXT and ext != ".ecg" or not _looks_like_text(path):
+            raise ECGReadError(f"{name}: the file format is not recognised as an ECG format "
+                               "this app reads.")
+    if _looks_like_text(path):
+        return text.read(path, fs=fs)
+    raise ECGReadError(f"{name}: the file format is not recognised as an ECG format this app reads.")
+
+
+def _from_record(record: ECGRecord) -> RawRecord:
+    """A vendor reader's ECGRecord (leads as named in the file, mV) as channels."""
+    channels = [Channel(name=lead, data=np.asarray(row, dtype=np.float64), fs=float(record.fs),
+                        unit="mV", scale=1.0) for lead, row in zip(record.leads, record.signal)]
+    for lead, row in record.extra_leads.items():
+        channels.append(Channel(name=lead, data=np.asarray(row, dtype=np.float64),
+                                fs=float(record.fs), unit="mV", scale=1.0))
+    raw = RawRecord(name=record.name, format=record.format, channels=channels,
+                    warnings=list(record.warnings), start_s=record.start_s,
+                    total_duration_s=record.total_duration_s)
+    raw.extra["units"] = record.units
+    raw.extra["derived"] = list(record.derived_leads)
+    return raw
+
+
+# --- central post-processing --------------------------------------------------------------------
+
+def _names_list(names: list[str]) -> str:
+    return ", ".join(names)
+
+
+def _plural(n: int, one: str, many: str) -> str:
+    return one if n == 1 else many
+
+
+def _finalize(raw: RawRecord, fname: str, fs_given, start_s, duration_s, is_wfdb: bool) -> ECGRecord:
+    warnings = list(raw.warnings)
+
+    # 1. What each channel is.
+    kinds = []
+    dropped = []
+    for ch in raw.channels:
+        unit_hint = ch.unit if (ch.scale is None and ch.unit) else None
+        kind, canonical = classify_lead(ch.name, unit_hint)
+        if kind == NON_ECG:
+            dropped.append(ch.name.strip() or "unnamed")
+        else:
+            kinds.append((ch, kind, canonical))
+    if dropped:
+        warnings.append(f"Left out {len(dropped)} non-ECG {_plural(len(dropped), 'channel', 'channels')} "
+                        f"({_names_list(dropped)}); ECG-FM reads only ECG leads.")
+    if not kinds:
+        raise ECGReadError(f"{fname}: the file holds no ECG leads"
+                           + (f" (only {_names_list(dropped)})." if dropped else "."))
+
+    # 2. One sampling rate.
+    for ch, _, _ in kinds:
+        if not math.isfinite(ch.fs) or ch.fs <= 0:
+            raise ECGReadError(f"{fname}: the sampling rate {ch.fs:g} Hz is impossible.")
+    fs = max(ch.fs for ch, _, _ in kinds)
+    if not MIN_FS <= fs <= MAX_FS:
+        raise ECGReadError(f"{fname}: the sampling rate {fs:g} Hz is outside the {MIN_FS:g} Hz to "
+                           f"{MAX_FS / 1000:g} kHz an ECG can be read at.")
+    resampled = []
+    for i, (ch, kind, canonical) in enumerate(kinds):
+        if ch.fs != fs and ch.data.size:
+            n_new = int(round(ch.data.size * fs / ch.fs))
+            t_old = np.arange(ch.data.size) / ch.fs
+            data = np.interp(np.arange(n_new) / fs, t_old, ch.data)
+            kinds[i] = (replace(ch, data=data, fs=fs), kind, canonical)
+            resampled.append(f"{ch.name} ({ch.fs:g} Hz)")
+    if resampled:
+        warnings.append(f"{_names_list(resampled)} {_plural(len(resampled), 'was', 'were')} "
+                        f"interpolated to {fs:g} Hz, the rate of the other leads.")
+    lengths = {ch.data.size for ch, _, _ in kinds}
+    n = min(lengths)
+    if max(lengths) - n > 1:
+        warnings.append(f"The leads have different lengths; all were cut to the shortest "
+                        f"({n / fs:.1f} s).")
+    if n == 0:
+        raise ECGReadError(f"{fname}: the file holds no samples.")
+
+    # 3. Missing samples.
+    empty = []
+    filled = []
+    kept = []
+    for ch, kind, canonical in kinds:
+        data = np.array(ch.data[:n], dtype=np.float64)
+        bad = ~np.isfinite(data)
+        if bad.all():
+            empty.append(ch.name)
+            continue
+        if bad.any():
+            good = np.flatnonzero(~bad)
+            data[bad] = np.interp(np.flatnonzero(bad), good, data[good])
+            filled.append(f"{canonical} ({int(bad.sum())})")
+        kept.append((replace(ch, data=data), kind, canonical))
+    if not kept:
+        raise ECGReadError(f"{fname}: the signal holds no valid samples (all are missing).")
+    if empty:
+        warnings.append(f"{_plural(len(empty), 'Lead', 'Leads')} {_names_list(empty)} "
+                        f"{_plural(len(empty), 'holds', 'hold')} no samples (empty or all missing) "
+                        f"and {_plural(len(empty), 'was', 'were')} treated as not recorded.")
+    if filled:
+        warnings.append(f"Missing samples were filled by linear interpolation between their "
+                        f"neighbours in {_names_list(filled)}.")
+
+    # 4. Units: known scales as given; unknown ones inferred together, from strong evidence only.
+    unit_labels = []
+    unknown = [ch for ch, _, _ in kept if ch.scale is None]
+    inferred_scale, inferred_label, offsets = 1.0, "mV (assumed)", {}
+    if unknown:
+        values = np.concatenate([ch.data for ch in unknown])
+        integer = bool(np.all(values == np.round(values)))
+        span = float(values.max() - values.min())
+        if integer and span > COUNTS_MIN_RANGE:
+            inferred_scale, inferred_label = 1.0 / WFDB_DEFAULT_GAIN, "ADC counts (inferred)"
+            unsigned = values.min() >= 0
+            note = ""
+            if unsigned:
+                for ch in unknown:
+                    offsets[id(ch)] = (2.0 ** (raw.adc_bits - 1) if raw.adc_bits
+                                       else float(np.median(ch.data)))
+                note = (f", after removing the mid-scale offset {2 ** (raw.adc_bits - 1)}"
+                        if raw.adc_bits else ", after removing each lead's median (the ADC offset)")
+            warnings.append("The file does not state its units; the values are whole numbers "
+                            f"spanning {span:.0f} units, so they were taken as raw ADC counts and "
+                            f"converted with WFDB's default gain of {WFDB_DEFAULT_GAIN:.0f} units "
+                            f"per mV{note}; the amplitude scale is therefore an assumption.")
+        elif float(np.median(np.abs(values))) > UV_MIN_MEDIAN:
+            inferred_scale, inferred_label = 1e-3, "uV (inferred)"
+            warnings.append("The file does not state its units; the median amplitude "
+                            f"({float(np.median(np.abs(values))):.0f}) is far too large for mV, so "
+                            "the values were taken as microvolts.")
+    converted = []
+    for ch, kind, canonical in kept:
+        if ch.scale is None:
+            data = (ch.data - offsets.get(id(ch), 0.0)) * inferred_scale
+            label = inferred_label
+        else:
+            data = (ch.data - ch.offset) * ch.scale
+            label = ch.unit or "mV"
+        if label not in unit_labels:
+            unit_labels.append(label)
+        converted.append((data, kind, canonical, ch.name))
+    units = raw.extra.get("units") or "; ".join(unit_labels)
+
+    # 5. Names.
+    leads: list[str] = []
+    rows: list[np.ndarray] = []
+    extra: dict[str, np.ndarray] = {}
+    modified, unknown_names, duplicates = [], [], []
+    for data, kind, canonical, original in converted:
+        if kind in (STANDARD, MODIFIED):
+            if canonical in leads:
+                key = _unique(f"{canonical} ({original})", extra)
+                extra[key] = data.astype(np.float32)
+                duplicates.append(canonical)
+                continue
+            if kind == MODIFIED:
+                modified.append(f"{original} as {canonical}")
+            leads.append(canonical)
+            rows.append(data)
+        elif kind == EXTRA:
+            extra[_unique(original, extra)] = data.astype(np.float32)
+        else:
+            label = _unique(canonical, dict.fromkeys(leads))
+            leads.append(label)
+            rows.append(data)
+            unknown_names.append(label)
+    if modified:
+        warnings.append(f"Used {_names_list(modified)}: a modified limb lead (Holter/monitor "
+                        "electrode placement), whose shape and amplitude can differ from the "
+                        "standard 12-lead one.")
+    if unknown_names:
+        warnings.append(f"The position of {_plural(len(unknown_names), 'lead', 'leads')} "
+                        f"{_names_list(unknown_names)} is not stated in the file; "
+                        f"{_plural(len(unknown_names), 'it was', 'they were')} kept under "
+                        f"{_plural(len(unknown_names), 'its', 'their')} own name and "
+                        f"{_plural(len(unknown_names), 'is not', 'are not')} one of the 12 leads "
+                        "ECG-FM reads.")
+    if duplicates:
+        warnings.append(f"{_plural(len(duplicates), 'Lead', 'Leads')} {_names_list(duplicates)} "
+                        "appeared more than once; the first was used and the others kept aside.")
+    if extra:
+        warnings.append(f"{_plural(len(extra), 'Lead', 'Leads')} {_names_list(list(extra))} "
+                        f"{_plural(len(extra), 'is', 'are')} not among the 12 leads ECG-FM was "
+                        "trained on and " f"{_plural(len(extra), 'was', 'were')} kept aside.")
+    if not leads:
+        raise ECGReadError(f"{fname}: the file holds only leads ECG-FM does not read "
+                           f"({_names_list(list(extra))}).")
+    stored = len(leads)
+
+    record = ECGRecord(name=raw.name, signal=np.stack(rows).astype(np.float32), fs=float(fs),
+                       leads=leads, format=raw.format, units=units, warnings=warnings,
+                       derived_leads=list(raw.extra.get("derived", [])), extra_leads=extra,
+                       start_s=raw.start_s, total_duration_s=raw.total_duration_s)
+
+    # 6. The window.
+    if raw.windowed:
+        total = record.total_duration_s
+        if total is not None and (record.start_s > 0 or record.duration_s < total - 1.0 / fs):
+            end = record.start_s + record.duration_s
+            record.warnings.append(f"Used {record.start_s:.1f}–{end:.1f} s of the {total:.1f} s "
+                                   "recording.")
+    else:
+        record = record.window(start_s, duration_s)
+
+    # 7. Limb leads computable from others, standard order.
+    record = _ordered(complete_limb_leads(_ordered(record)))
+
+    # 8. Plausibility.
+    if stored < 3:
+        record.warnings.append(f"The file holds {stored} ECG {_plural(stored, 'lead', 'leads')}; "
+                               "ECG-FM was trained on 12-lead ECGs, so results on fewer leads are "
+                               "less reliable.")
+    _check_amplitude(record)
+    return record
+
+
+def _unique(name: str, taken) -> str:
+    if name not in taken:
+        return name
+    k = 2
+    while f"{name} ({k})" in taken:
+        k += 1
+    return f"{name} ({k})"
+
+
+def _ordered(record: ECGRecord) -> ECGRecord:
+    """Standard leads in the standard order first, then any others as they came."""
+    order = [lead for lead in STANDARD_LEADS if lead in record.leads]
+    order += [lead for lead in record.leads if lead not in STANDARD_LEADS]
+    if order == record.leads:
+        return record
+    idx = [record.leads.index(lead) for lead in order]
+    return replace(record, signal=record.signal[idx], leads=order)
+
+
+def _check_amplitude(record: ECGRecord) -> None:
+    spans = []
+    for row in record.signal:
+        lo, hi = np.percentile(row, [0.5, 99.5])
+        if row.max() > row.min():
+            spans.append(float(hi - lo))
+    if not spans:
+        return
+    typical = float(np.median(spans))
+    if typical > 20.0:
+        record.warnings.append(f"The amplitudes (typically {typical:.0f} mV peak to peak) are "
+                               "implausibly large for an ECG in mV; the file's units may be wrong.")
+    elif typical < 0.02:
+        record.warnings.append(f"The amplitudes (typically {typical * 1000:.1f} µV peak to peak) are "
+                               "implausibly small for an ECG in mV; the file's units may be wrong.")

@@ -1,0 +1,185 @@
+"""MATLAB .mat files that are not WFDB signal files.
+
+Recognised layouts:
+- CODE-15% as distributed with ECG-FM: `feats` (12 x N, mV) with `org_sample_rate` /
+  `curr_sample_rate`; lead order I, II, III, aVR, aVL, aVF, V1-V6.
+- CPSC 2018: a struct `ECG` with `data` (12 x N, mV), `sex` and `age` (never kept); no rate in
+  the file: 500 Hz as documented by the dataset, with a warning, unless the caller gives one.
+- Generic: a numeric array named signal/ecg/data/... with optional fs/leads/units variables.
+A PhysioNet challenge `val` matrix without its .hea header cannot be scaled, so it is refused
+with a request for the header. MATLAB v7.3 (HDF5) files are read with h5py when it is installed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ECGReadError
+from .leads import Channel, RawRecord, voltage_scale
+from .numpy_format import MAX_VALUES, orient
+from .record import STANDARD_LEADS
+
+CPSC2018_FS = 500.0
+_SIGNAL_KEYS = ("feats", "signal", "signals", "ecg", "data", "x", "sig", "waveform", "p_signal")
+_RATE_KEYS = ("curr_sample_rate", "org_sample_rate", "fs", "sampling_rate", "sample_rate",
+              "sampling_frequency", "sfreq", "srate", "freq", "frequency", "fs_hz")
+_LEAD_KEYS = ("leads", "lead_names", "labels", "channels", "sig_name", "ch_names", "channel_names")
+MAX_MAT_BYTES = 400_000_000
+
+
+def _fail(fname: str, what: str) -> ECGReadError:
+    return ECGReadError(f"{fname}: {what}")
+
+
+def _scalar(value) -> float | None:
+    try:
+        arr = np.asarray(value, dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        return None
+    return float(arr[0]) if arr.size == 1 else None
+
+
+def _names(value) -> list[str] | None:
+    arr = np.asarray(value)
+    if arr.dtype.kind in "US":
+        items = arr.ravel().tolist()
+    elif arr.dtype == object:
+        items = [np.asarray(v).ravel()[0] if np.asarray(v).size else "" for v in arr.ravel()]
+    else:
+        return None
+    names = [str(v).strip() for v in items]
+    if len(names) == 1 and len(names[0].split()) > 1:
+        names = names[0].split()
+    return names
+
+
+def _load(path: Path) -> dict:
+    import scipy.io as sio
+
+    fname = path.name
+    try:
+        info = sio.whosmat(str(path))
+    except NotImplementedError:
+        return _load_v73(path)
+    except Exception:  # noqa: BLE001
+        raise _fail(fname, "this is not a readable MATLAB .mat file.") from None
+    for _name, shape, _cls in info:
+        if int(np.prod(shape, dtype=np.float64)) > MAX_VALUES:
+            raise _fail(fname, f"the variable '{_name}' holds {int(np.prod(shape, dtype=np.float64))} "
+                               "values, too many to be an ECG.")
+    try:
+        return sio.loadmat(str(path), squeeze_me=False, struct_as_record=True)
+    except Exception:  # noqa: BLE001
+        raise _fail(fname, "this MATLAB .mat file is corrupt or truncated.") from None
+
+
+def _load_v73(path: Path) -> dict:
+    fname = path.name
+    try:
+        import h5py
+    except ImportError:
+        raise _fail(fname, "this is a MATLAB v7.3 file, which needs h5py; save it with "
+                           "save(..., '-v7') instead.") from None
+    out = {}
+    try:
+        with h5py.File(path, "r") as f:
+            for key, item in f.items():
+                if isinstance(item, h5py.Dataset) and item.dtype.kind in "biuf":
+                    if item.size > MAX_VALUES:
+                        raise _fail(fname, f"the variable '{key}' is too large to be an ECG.")
+                    out[key] = np.asarray(item).T  # HDF5 stores MATLAB arrays transposed
+    except ECGReadError:
+        raise
+    except Exception:  # noqa: BLE001
+        raise _fail(fname, "this MATLAB v7.3 file cannot be read.") from None
+    return out
+
+
+def read(path: Path, *, fs: float | None = None) -> RawRecord:
+    fname = path.name
+    if path.stat().st_size > MAX_MAT_BYTES:
+        raise _fail(fname, "the .mat file is too large to be an ECG.")
+    content = {k: v for k, v in _load(path).items() if not k.startswith("__")}
+    keys = {k.lower(): k for k in content}
+    warnings: list[str] = []
+    fmt = "mat"
+    names = None
+    rate = None
+    unit = ""
+
+    if "ecg" in keys and getattr(content[keys["ecg"]], "dtype", None) is not None \
+            and content[keys["ecg"]].dtype.names and "data" in content[keys["ecg"]].dtype.names:
+        # CPSC 2018: struct ECG with data (and sex/age, deliberately ignored).
+        struct = content[keys["ecg"]].ravel()[0]
+        signal = np.asarray(struct["data"])
+        fmt = "cpsc2018-mat"
+        if signal.ndim == 2 and 12 in signal.shape:
+            names = list(STANDARD_LEADS)
+        if fs is None:
+            rate = CPSC2018_FS
+            warnings.append("The file does not store its sampling rate; 500 Hz was assumed, "
+                            "as documented for CPSC 2018 recordings.")
+    elif "val" in keys and not any(k in keys for k in _SIGNAL_KEYS):
+        raise _fail(fname, "this is a PhysioNet signal file ('val' in ADC units); upload its .hea "
+                           "header with it.")
+    else:
+        sig_key = next((keys[k] for k in _SIGNAL_KEYS if k in keys), None)
+        if sig_key is None:
+            numeric = [k for k, v in content.items() if isinstance(v, np.ndarray)
+                       and v.dtype.kind in "biuf" and v.size > 16]
+            if len(numeric) != 1:
+                raise _fail(fname, "found no variable holding an ECG (such as feats, signal, ecg "
+                                   "or data) in the .mat file.")
+            sig_key = numeric[0]
+        signal = np.asarray(content[sig_key])
+        if sig_key.lower() == "feats":
+            fmt = "code15-mat"
+            if signal.ndim == 2 and 12 in signal.shape:
+                names = list(STANDARD_LEADS)
+        for key in _RATE_KEYS:
+            if key in keys:
+                rate = _scalar(content[keys[key]])
+                if rate is not None:
+                    break
+        if fmt == "code15-mat" and "curr_sample_size" in keys and "curr_sample_rate" in keys:
+            n_curr = _scalar(content[keys["curr_sample_size"]])
+            if n_curr is not None and int(n_curr) not in signal.shape and "org_sample_rate" in keys:
+                rate = _scalar(content[keys["org_sample_rate"]])
+        lead_key = next((keys[k] for k in _LEAD_KEYS if k in keys), None)
+        if lead_key is not None:
+            names = _names(content[lead_key]) or names
+        unit_key = keys.get("units") or keys.get("unit")
+        if unit_key is not None:
+            units = _names(content[unit_key]) or []
+            if units and len(set(units)) == 1:
+                unit = units[0]
+    if signal.dtype.kind not in "biuf":
+        raise _fail(fname, "the ECG variable does not hold numbers.")
+    if fs is not None:
+        if rate is not None and abs(rate - float(fs)) > 1e-3 * float(fs):
+            warnings.append(f"The file says {rate:g} Hz but {float(fs):g} Hz was given; "
+                            f"{float(fs):g} Hz was used.")
+        rate = float(fs)
+    if rate is None:
+        raise _fail(fname, "the file does not state its sampling rate; give the sampling rate (fs).")
+    data = orient(signal.astype(np.float64, copy=False), fname, names)
+    if data.shape[1] == 0:
+        raise _fail(fname, "the ECG variable holds no samples.")
+    n = data.shape[0]
+    if names is None or len(names) != n:
+        if n == 12:
+            names = list(STANDARD_LEADS)
+            warnings.append("The file names no leads; its 12 signals were assumed to be in the "
+                            "standard order I, II, III, aVR, aVL, aVF, V1-V6.")
+        elif n == 1:
+            names = ["ECG"]
+        else:
+            raise _fail(fname, f"the file names no leads and holds {n} signals; only a single "
+                               "signal or exactly 12 (standard order) can be read without lead names.")
+    scale = voltage_scale(unit) if unit else None
+    if not unit and fmt in ("code15-mat", "cpsc2018-mat"):
+        unit, scale = "mV (dataset documentation)", 1.0
+    channels = [Channel(name=names[i], data=data[i], fs=rate, unit=unit, scale=scale)
+                for i in range(n)]
+    return RawRecord(name=path.stem, format=fmt, channels=channels, warnings=warnings)

@@ -1,0 +1,193 @@
+"""WFDB records (PhysioNet): a .hea header with its signal files (.dat, .mat, .xyz ...).
+
+Read through the `wfdb` package, after checking the header against the files on disk so that a
+header claiming more samples than its files hold (truncated or hostile) fails before anything is
+allocated. Only the requested window is read (`sampfrom`/`sampto`), so a 30-minute Holter does
+not load entirely. Multi-segment records (a master header listing segment headers) and
+multi-frequency records (signals with several samples per frame) are read at each signal's own
+rate. Header comments (which may hold age, sex, medication) are never copied.
+"""
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ECGReadError
+from .leads import Channel, RawRecord, voltage_scale
+
+# Bits per stored sample, per WFDB storage format; compressed FLAC formats (5xx) have no fixed size.
+_BITS = {"8": 8, "16": 16, "24": 24, "32": 32, "61": 16, "80": 8, "160": 16, "212": 12,
+         "310": 32 / 3, "311": 32 / 3}
+_COMPRESSED = {"508", "516", "524"}
+MAX_VALUES = 40_000_000  # samples of all signals together in one read (~320 MB as float64)
+MAX_HEADER_BYTES = 1_000_000
+
+
+def referenced_files(header_path: Path) -> tuple[list[str], list[str]]:
+    """(signal files, segment record names) a .hea names, parsed leniently without wfdb.
+
+    Used to group uploaded files into records before wfdb sees them; returns ([], []) for text
+    that is not a WFDB header.
+    """
+    try:
+        text = header_path.read_bytes()[:MAX_HEADER_BYTES].decode("latin-1")
+    except OSError:
+        return [], []
+    lines = [ln.strip() for ln in re.split(r"\r\n|\r|\n", text)]
+    lines = [ln for ln in lines if ln and not ln.startswith("#")]
+    if not lines:
+        return [], []
+    record_line = lines[0].split()
+    if "/" in record_line[0]:  # multi-segment: "name/n_seg n_sig fs sig_len"
+        try:
+            n_seg = int(record_line[0].split("/")[1])
+        except ValueError:
+            return [], []
+        segments = [ln.split()[0] for ln in lines[1:1 + n_seg] if ln.split()]
+        return [], [s for s in segments if s != "~"]
+    files = []
+    for line in lines[1:]:
+        name = line.split()[0]
+        if name not in files and name != "~":
+            files.append(name)
+    return files, []
+
+
+def looks_like_header(path: Path) -> bool:
+    """True when the file starts like a WFDB header record line."""
+    try:
+        text = path.read_bytes()[:4096].decode("latin-1")
+    except OSError:
+        return False
+    for line in re.split(r"\r\n|\r|\n", text):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        return bool(re.match(r"^[\w.\-~]+(/\d+)?\s+\d+(\s+[\d.]+(/[\d.]+)?(\([\d.\-]+\))?)?", line))
+    return False
+
+
+def _fail(hea: str, what: str) -> ECGReadError:
+    return ECGReadError(f"{hea}: {what}")
+
+
+def _check_files(header, directory: Path, hea: str) -> int:
+    """Check that every signal file exists and holds what the header says; return sig_len."""
+    names = list(header.file_name or [])
+    if not names:
+        raise _fail(hea, "the header lists no signals.")
+    for name in set(names):
+        if "/" in name or "\\" in name or name in ("..", "."):
+            raise _fail(hea, f"the header refers to a signal file outside its folder ({name}).")
+        if not (directory / name).is_file():
+            raise _fail(hea, f"the signal file {name} is missing; upload it together with the header.")
+    sig_len = header.sig_len
+    lengths = []
+    for name in dict.fromkeys(names):
+        idx = [i for i, n in enumerate(names) if n == name]
+        fmt = str(header.fmt[idx[0]])
+        if fmt in _COMPRESSED:
+            continue
+        if fmt not in _BITS:
+            raise _fail(hea, f"WFDB storage format {fmt} is not supported.")
+        spf = sum(int(header.samps_per_frame[i] or 1) for i in idx)
+        offset = int(header.byte_offset[idx[0]] or 0)
+        size = (directory / name).stat().st_size
+        available = max(0, size - offset) * 8 // (_BITS[fmt] * spf) if spf else 0
+        lengths.append(int(available))
+        if sig_len is not None and available < sig_len:
+            raise _fail(hea, f"the signal file {name} holds {available} samples per signal but the "
+                             f"header declares {sig_len} (the file is truncated or the header is wrong).")
+    if sig_len is None:
+        if not lengths:
+            raise _fail(hea, "the header gives no record length for its compressed signal file.")
+        sig_len = min(lengths)
+    return int(sig_len)
+
+
+def _check_rate(fs, hea: str) -> float:
+    try:
+        fs = float(fs)
+    except (TypeError, ValueError):
+        fs = float("nan")
+    if not math.isfinite(fs) or fs <= 0:
+        raise _fail(hea, f"the header gives a sampling rate of {fs:g} Hz, which is impossible.")
+    return fs
+
+
+def read(header_path: Path, *, start_s: float = 0.0, duration_s: float | None = None) -> RawRecord:
+    """Read the WFDB record whose header is `header_path` (companions in the same folder)."""
+    import wfdb
+
+    hea = header_path.name
+    directory = header_path.parent
+    record_path = str(directory / header_path.stem)
+    if header_path.stat().st_size > MAX_HEADER_BYTES:
+        raise _fail(hea, "the header is too large to be a WFDB header.")
+    try:
+        header = wfdb.rdheader(record_path)
+    except Exception:  # noqa: BLE001 - wfdb raises many kinds; the user needs one sentence
+        raise _fail(hea, "this is not a valid WFDB header.") from None
+
+    fs = _check_rate(header.fs, hea)
+    segmented = getattr(header, "seg_name", None) is not None
+    if segmented:
+        values_per_frame = 1
+        for seg_name in header.seg_name:
+            if seg_name == "~":
+                continue
+            if "/" in seg_name or "\\" in seg_name or seg_name in ("..", "."):
+                raise _fail(hea, f"the header refers to a segment outside its folder ({seg_name}).")
+            if not (directory / f"{seg_name}.hea").is_file():
+                raise _fail(hea, f"the segment header {seg_name}.hea is missing; upload all segment "
+                                 "files together with the master header.")
+            try:
+                seg = wfdb.rdheader(str(directory / seg_name))
+            except Exception:  # noqa: BLE001
+                raise _fail(hea, f"the segment header {seg_name}.hea is not a valid WFDB header.") from None
+            _check_rate(seg.fs, f"{seg_name}.hea")
+            if seg.file_name:
+                _check_files(seg, directory, f"{seg_name}.hea")
+                values_per_frame = max(values_per_frame,
+                                       sum(int(s or 1) for s in seg.samps_per_frame))
+        sig_len = int(header.sig_len if header.sig_len is not None else sum(header.seg_len))
+    else:
+        sig_len = _check_files(header, directory, hea)
+        values_per_frame = sum(int(s or 1) for s in header.samps_per_frame)
+    if sig_len <= 0:
+        raise _fail(hea, "the record holds no samples.")
+
+    first = int(round(start_s * fs))
+    if first >= sig_len:
+        raise _fail(hea, f"the window starts at {start_s:g} s, after the end of the "
+                         f"{sig_len / fs:.1f} s recording.")
+    last = sig_len if duration_s is None else min(sig_len, first + max(1, int(round(duration_s * fs))))
+    if (last - first) * values_per_frame > MAX_VALUES:
+        raise _fail(hea, f"the recording is {sig_len / fs / 60:.0f} min long, too long to read at once; "
+                         "choose a shorter window (start and duration).")
+
+    multi_rate = segmented or values_per_frame > len(header.sig_name or [])
+    try:
+        rec = wfdb.rdrecord(record_path, sampfrom=first, sampto=last, smooth_frames=not multi_rate)
+    except Exception:  # noqa: BLE001
+        raise _fail(hea, "the signal files could not be decoded as the header describes them "
+                         "(corrupt or truncated).") from None
+
+    channels = []
+    frame_fs = float(rec.fs)
+    spf_read = [int(s or 1) for s in (rec.samps_per_frame or [1] * len(rec.sig_name))]
+    for i, name in enumerate(rec.sig_name or []):
+        if multi_rate:
+            data = np.asarray(rec.e_p_signal[i], dtype=np.float64)
+        else:
+            data = np.asarray(rec.p_signal[:, i], dtype=np.float64)
+        unit = (rec.units[i] if rec.units else None) or "mV"
+        channels.append(Channel(name=str(name), data=data, fs=frame_fs * spf_read[i], unit=unit,
+                                scale=voltage_scale(unit)))
+    if not channels:
+        raise _fail(hea, "the header lists no signals.")
+    return RawRecord(name=header_path.stem, format="wfdb", channels=channels, windowed=True,
+                     start_s=first / fs, total_duration_s=sig_len / fs)
