@@ -115,8 +115,8 @@ def prepare(record: ECGRecord) -> PreparedECG:
     if missing:
         warnings.append(f"{_plural(missing, 'Lead', 'Leads')} {'is' if len(missing) == 1 else 'are'} "
                         "not in the recording and could not be derived; "
-                        f"{'it was' if len(missing) == 1 else 'they were'} filled with zeros, which "
-                        "the model was not trained on, so results may be less reliable.")
+                        f"{'it was' if len(missing) == 1 else 'they were'} filled with zeros, so "
+                        "results may be less reliable.")
 
     t = _pipeline()
     n = signal.shape[1]
