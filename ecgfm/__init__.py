@@ -6,7 +6,7 @@
     result = ecgfm.predict(model, ecg)
 
 Research use only: ECG-FM is not a medical device and its outputs are not diagnoses.
-Torch is imported only when a model is needed, so reading and plotting stay quick.
+Readers and plotting are imported on first use; torch comes with `predict`.
 """
 from __future__ import annotations
 
@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING
 
 from .errors import CheckpointError, ECGFMError, ECGReadError, WeightsUnavailableError
 from .labels import LABEL_NAMES, LABELS
+from .predict import Prediction, predict  # eager: the function must shadow the submodule's name
 
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from .model import ECGFM
 
-_LAZY = {"read_ecg": "io", "read_ecgs": "io", "ECGRecord": "io", "predict": "predict", "Prediction": "predict",
-         "prepare": "preprocess", "plot_ecg": "plot"}
+_LAZY = {"read_ecg": "io", "read_ecgs": "io", "ECGRecord": "io", "prepare": "preprocess", "plot_ecg": "plot"}
 
 
 def __getattr__(name: str):
