@@ -71,5 +71,5 @@ def read(path: Path, *, start_s: float = 0.0, duration_s: float | None = None) -
         fmt = "bdf" if reader.filetype in (2, 3) else "edf"
     finally:
         reader.close()
-    return RawRecord(name=path.stem, format=fmt, channels=channels, warnings=warnings, windowed=True,
+    return RawRecord(name=path.name, format=fmt, channels=channels, warnings=warnings, windowed=True,
                      start_s=first_start or 0.0, total_duration_s=total)

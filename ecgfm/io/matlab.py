@@ -182,4 +182,4 @@ def read(path: Path, *, fs: float | None = None) -> RawRecord:
         unit, scale = "mV (dataset documentation)", 1.0
     channels = [Channel(name=names[i], data=data[i], fs=rate, unit=unit, scale=scale)
                 for i in range(n)]
-    return RawRecord(name=path.stem, format=fmt, channels=channels, warnings=warnings)
+    return RawRecord(name=path.name, format=fmt, channels=channels, warnings=warnings)

@@ -86,7 +86,7 @@ def read_npy(path: Path, *, fs: float | None = None) -> RawRecord:
         raise _fail(fname, "this is not a readable NumPy .npy array.") from None
     warnings: list[str] = []
     channels = _channels(array, fname, fs, None, "", warnings)
-    return RawRecord(name=path.stem, format="npy", channels=channels, warnings=warnings)
+    return RawRecord(name=path.name, format="npy", channels=channels, warnings=warnings)
 
 
 def read_npz(path: Path, *, fs: float | None = None) -> RawRecord:
@@ -142,4 +142,4 @@ def read_npz(path: Path, *, fs: float | None = None) -> RawRecord:
                             f"{float(fs):g} Hz was used.")
         rate = float(fs)
     channels = _channels(signal, fname, rate, names, unit, warnings)
-    return RawRecord(name=path.stem, format="npz", channels=channels, warnings=warnings)
+    return RawRecord(name=path.name, format="npz", channels=channels, warnings=warnings)

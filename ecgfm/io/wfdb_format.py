@@ -189,5 +189,5 @@ def read(header_path: Path, *, start_s: float = 0.0, duration_s: float | None = 
                                 scale=voltage_scale(unit)))
     if not channels:
         raise _fail(hea, "the header lists no signals.")
-    return RawRecord(name=header_path.stem, format="wfdb", channels=channels, windowed=True,
+    return RawRecord(name=header_path.name, format="wfdb", channels=channels, windowed=True,
                      start_s=first / fs, total_duration_s=sig_len / fs)

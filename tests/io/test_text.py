@@ -1,0 +1,116 @@
+"""Delimited text: header rows, time columns, comment headers, empty columns, units."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ecgfm.errors import ECGReadError
+from ecgfm.io import read_ecg
+from ecgfm.io.record import STANDARD_LEADS
+
+
+def _ecg(n_leads, n, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / 500
+    return np.stack([np.sin(2 * np.pi * t + k) + rng.normal(0, 0.05, n) for k in range(n_leads)])
+
+
+def test_header_row_and_time_column(tmp_path):
+    data = _ecg(3, 1000)
+    t = np.arange(1000) / 500
+    path = tmp_path / "rec.csv"
+    rows = ["time,I,II,V1"] + [f"{t[i]:.4f},{data[0, i]:.5f},{data[1, i]:.5f},{data[2, i]:.5f}"
+                                for i in range(1000)]
+    path.write_text("\n".join(rows))
+    rec = read_ecg(path)
+    assert rec.fs == 500 and rec.format == "text" and rec.name == "rec.csv"
+    assert rec.leads == ["I", "II", "III", "aVR", "aVL", "aVF", "V1"]
+    np.testing.assert_allclose(rec.signal[[0, 1, 6]], data, atol=1e-5)
+
+
+def test_time_in_milliseconds_and_units_in_header(tmp_path):
+    data = _ecg(2, 600)
+    path = tmp_path / "ms.tsv"
+    rows = ["Time (ms)\tII [uV]\tV5 [uV]"] + [f"{i * 4}\t{data[0, i] * 1000:.1f}\t{data[1, i] * 1000:.1f}"
+                                               for i in range(600)]
+    path.write_text("\n".join(rows))
+    rec = read_ecg(path)
+    assert rec.fs == 250 and rec.leads == ["II", "V5"] and rec.units == "uV"
+    np.testing.assert_allclose(rec.signal, data, atol=1e-4)
+
+
+def test_no_header_single_column_needs_rate(tmp_path):
+    path = tmp_path / "one.csv"
+    values = _ecg(1, 2000)[0] + 1.0
+    path.write_text("\n".join(f"{v:.3f}" for v in values))
+    with pytest.raises(ECGReadError, match="one.csv.*give the sampling rate"):
+        read_ecg(path)
+    rec = read_ecg(path, fs=250)
+    assert rec.leads == ["ECG"] and rec.fs == 250 and rec.units == "mV (assumed)"
+    np.testing.assert_allclose(rec.signal[0], values, atol=1e-3)
+    assert any("position of lead ECG is not stated" in w for w in rec.warnings)
+
+
+def test_contec_like_twelve_columns_counts_and_empty_leads(tmp_path):
+    counts = np.round(_ecg(6, 3000) * 100).astype(int)
+    path = tmp_path / "contec.csv"
+    path.write_text("\n".join(",".join(str(v) for v in counts[:, i]) + ",,,,,," for i in range(3000)))
+    rec = read_ecg(path, fs=800)
+    assert rec.leads == ["I", "II", "III", "aVR", "aVL", "aVF"]
+    np.testing.assert_allclose(rec.signal, counts * 0.005, atol=1e-6)  # 200 units/mV = 5 uV/unit
+    assert rec.units == "ADC counts (inferred)"
+    assert any("standard order" in w for w in rec.warnings)
+    assert any("V1, V2, V3, V4, V5, V6 hold no samples" in w for w in rec.warnings)
+    assert any("raw ADC counts" in w for w in rec.warnings)
+
+
+def test_biosppy_comment_header(tmp_path):
+    values = 2048 + np.round(_ecg(1, 3000)[0] * 200)
+    path = tmp_path / "ecg.txt"
+    path.write_text("# Simple Text Format\n# Sampling Rate (Hz):= 1000.00\n# Resolution:= 12\n"
+                    "# Labels:= ECG\n" + "\n".join(f"{v:.1f}" for v in values))
+    rec = read_ecg(path)
+    assert rec.fs == 1000 and rec.leads == ["ECG"] and rec.units == "ADC counts (inferred)"
+    np.testing.assert_allclose(rec.signal[0], (values - 2048) / 200, atol=1e-6)
+    assert any("mid-scale offset 2048" in w for w in rec.warnings)
+
+
+def test_float_microvolts_inferred(tmp_path):
+    data = _ecg(12, 1000) * 700.5
+    path = tmp_path / "uv.csv"
+    path.write_text(",".join(STANDARD_LEADS) + "\n"
+                    + "\n".join(",".join(f"{v:.2f}" for v in data[:, i]) for i in range(1000)))
+    rec = read_ecg(path, fs=500)
+    assert rec.units == "uV (inferred)"
+    np.testing.assert_allclose(rec.signal, data / 1000, atol=1e-5)
+    assert any("microvolts" in w for w in rec.warnings)
+
+
+def test_semicolon_and_index_column(tmp_path):
+    data = _ecg(2, 500)
+    path = tmp_path / "semi.csv"
+    path.write_text("sample;I;II\n" + "\n".join(f"{i};{data[0, i]:.4f};{data[1, i]:.4f}" for i in range(500)))
+    rec = read_ecg(path, fs=500)
+    assert rec.leads == ["I", "II", "III", "aVR", "aVL", "aVF"]
+    np.testing.assert_allclose(rec.signal[:2], data, atol=1e-4)
+
+
+def test_rate_from_file_differs_from_given(tmp_path):
+    path = tmp_path / "r.txt"
+    path.write_text("# Sampling Rate (Hz):= 1000\n" + "\n".join(f"{v:.3f}" for v in _ecg(1, 3000)[0]))
+    rec = read_ecg(path, fs=500)
+    assert rec.fs == 500 and any("1000 Hz" in w for w in rec.warnings)
+
+
+def test_not_numbers(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("hello,world\nthis,is\nnot,an ecg\n")
+    with pytest.raises(ECGReadError, match="notes.txt"):
+        read_ecg(path, fs=500)
+
+
+def test_unnamed_columns_other_than_1_or_12(tmp_path):
+    path = tmp_path / "three.csv"
+    path.write_text("\n".join("0.1,0.2,0.3" for _ in range(100)))
+    with pytest.raises(ECGReadError, match="three.csv.*names no leads"):
+        read_ecg(path, fs=500)
