@@ -7,6 +7,10 @@ real data; samples are taken as stored.
 """
 from __future__ import annotations
 
+import logging
+import threading
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +39,34 @@ _SCP_LEADS = {1: "I", 2: "II", 3: "V1", 4: "V2", 5: "V3", 6: "V4", 7: "V5", 8: "
               18: "Z", 61: "III", 62: "aVR", 63: "aVL", 64: "aVF", 65: "-aVR", 66: "V8", 67: "V9",
               68: "V8R", 69: "V9R"}
 _NOT_RHYTHM_WORDS = ("MEDIAN", "BEAT", "REPRESENTATIVE", "TEMPLATE", "AVERAGE")
+
+
+_QUIET = threading.local()
+
+
+class _DropWhileReading(logging.Filter):
+    """Drops pydicom's log records in a thread that is inside `read`: pydicom logs every warning
+    it issues, and a warning about an invalid value quotes the value (a patient name, an ID)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(_QUIET, "active", False)
+
+
+_FILTER = _DropWhileReading()
+
+
+@contextmanager
+def _quiet(pydicom):
+    logger = logging.getLogger("pydicom")
+    if _FILTER not in logger.filters:
+        logger.addFilter(_FILTER)
+    _QUIET.active = True
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        _QUIET.active = False
 
 
 def sniff(path: Path, head: bytes) -> bool:
@@ -103,6 +135,11 @@ def read(path: Path) -> ECGRecord:
     except ImportError:
         raise ECGReadError(f"{name}: reading DICOM files needs the pydicom package, "
                            "which is not installed.") from None
+    with _quiet(pydicom):
+        return _read(pydicom, path, name)
+
+
+def _read(pydicom, path: Path, name: str) -> ECGRecord:
     try:
         ds = pydicom.dcmread(path)
         sop = str(ds.get("SOPClassUID", "") or "")

@@ -585,3 +585,18 @@ def test_xml_size_limit(tmp_path, monkeypatch):
 
 def test_check_xml_safe_accepts_muse_doctype():
     vendor.check_xml_safe(b'<?xml version="1.0"?>\n<!DOCTYPE RestingECG SYSTEM "restecg.dtd">\n<RestingECG/>', "a.xml")
+
+
+def test_dicom_library_warnings_and_logs_do_not_escape(tmp_path, caplog):
+    path = dicom_file(tmp_path / "w.dcm", _counts(12, 500))
+    data = path.read_bytes()
+    assert data.count(b"1.2.840.10008.1.2.1\x00") == 1
+    path.write_bytes(data.replace(b"1.2.840.10008.1.2.1\x00", b"x.2.840.10008.1.2.1\x00"))
+    with caplog.at_level(logging.DEBUG), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rec = vendor.read(path)
+    assert rec.signal.shape == (12, 500)
+    assert not caught
+    assert not [r for r in caplog.records if r.name.startswith("pydicom")]
+    logging.getLogger("pydicom").warning("still logged outside our reads")
+    assert [r for r in caplog.records if r.name == "pydicom"]
