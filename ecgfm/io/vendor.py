@@ -180,7 +180,7 @@ def _lead_to_mv(lead, name: str) -> tuple[np.ndarray, str]:
     return physical * _MV_PER_UNIT[unit], stored
 
 
-def _stack(leads: list[np.ndarray], labels: list[str], name: str, warn: list[str]) -> np.ndarray:
+def _stack(leads: list[np.ndarray], name: str, warn: list[str]) -> np.ndarray:
     lengths = [len(x) for x in leads]
     shortest, longest = min(lengths), max(lengths)
     if shortest == 0:
@@ -215,7 +215,7 @@ def _record_from_ecgdatakit(path: Path, kind: str, fs_exact: Callable | None = N
         if stored not in stored_units:
             stored_units.append(stored)
     labels = [str(lead.label) for lead in leads]
-    signal = _stack(converted, labels, name, warn)
+    signal = _stack(converted, name, warn)
     missing = int(np.isnan(signal).sum())
     if missing:
         warn.append(f"{missing} samples are marked as missing in the file and are NaN.")
