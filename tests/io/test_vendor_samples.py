@@ -34,6 +34,14 @@ def _rows() -> list[dict]:
 ROWS = _rows()
 
 
+def _have_pydicom() -> bool:
+    try:
+        import pydicom  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _norm(lead: str) -> str:
     """Lead names compared loosely: 'Lead I (Einthoven)' ~ 'I', 'AVR' ~ 'aVR'."""
     text = re.sub(r"\(.*?\)", "", lead).strip().lower()
@@ -44,6 +52,8 @@ def _norm(lead: str) -> str:
 def records(samples_dir):
     out = {}
     for row in ROWS:
+        if row["format"] == "dicom" and not _have_pydicom():
+            continue  # DICOM needs pydicom; those rows skip
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # our reader lets no library warning out
             out[row["path"]] = vendor.read(samples_dir / row["path"])
@@ -55,6 +65,8 @@ def test_manifest_row(row, samples_dir, records):
     assert row is not None, "MANIFEST.csv has no vendor-format rows"
     path = samples_dir / row["path"]
     kind = FORMATS[row["format"]]
+    if row["path"] not in records:
+        pytest.skip("pydicom is not installed")
     assert vendor.detect(path, path.read_bytes()[:4096]) == kind
     rec = records[row["path"]]
     assert rec.name == path.name
@@ -199,8 +211,8 @@ def test_no_patient_data_from_the_corpus(samples_dir, records):
     from ecgdatakit import FileParser
     checked = 0
     for row in ROWS:
-        if row["format"] == "dicom":
-            pytest.importorskip("pydicom")
+        if row["path"] not in records:
+            continue
         if FORMATS[row["format"]] == "contec":
             secrets = [(samples_dir / row["path"]).read_bytes()[32:40].split(b"\0")[0].decode("latin-1")]
         else:
@@ -223,6 +235,8 @@ def test_no_patient_data_from_the_corpus(samples_dir, records):
 @pytest.mark.parametrize("row", ROWS or [None], ids=[r["path"] for r in ROWS] or ["absent"])
 def test_truncated_corpus_file(row, samples_dir, tmp_path):
     assert row is not None
+    if row["format"] == "dicom" and not _have_pydicom():
+        pytest.skip("pydicom is not installed")
     data = (samples_dir / row["path"]).read_bytes()
     name = Path(row["path"]).name
     for cut in (len(data) // 4, len(data) // 2, len(data) - 57):
