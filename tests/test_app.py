@@ -1,0 +1,303 @@
+"""The Gradio app end to end: `python app.py` in a subprocess on 127.0.0.1, driven by gradio_client.
+
+Weights are a tiny random checkpoint in the release layout (tests/fairseq_layout.py): these tests
+check the wiring (same numbers as `ecgfm.predict`, errors, privacy, health), never medicine.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("gradio")
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+
+import ecgfm  # noqa: E402
+from ecgfm.labels import LABEL_NAMES  # noqa: E402
+from tests.fairseq_layout import write_checkpoint  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+LEADS = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
+START_TIMEOUT_S = 90
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get_json(url: str, timeout: float = 10) -> dict:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+@contextlib.contextmanager
+def running_app(tmp: Path, **env: str):
+    """`python app.py` on a free port of 127.0.0.1, its uploads in tmp; stopped on exit.
+
+    Yields (base_url, upload_dir). The Hugging Face cache is an empty folder and offline, so
+    nothing is downloaded: weights come only from what `env` gives (ECGFM_CHECKPOINT).
+    """
+    tmp.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    uploads = tmp / "gradio-uploads"
+    (tmp / "hf-cache").mkdir(exist_ok=True)
+    full_env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
+                "GRADIO_TEMP_DIR": str(uploads), "GRADIO_ANALYTICS_ENABLED": "False",
+                "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp / "hf-cache"),
+                "ECGFM_CACHE": str(tmp / "ecgfm-cache"), "PYTHONUNBUFFERED": "1", **env}
+    if "ECGFM_CHECKPOINT" not in env:
+        full_env.pop("ECGFM_CHECKPOINT", None)
+    log = open(tmp / "app.log", "w")
+    process = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=full_env, stdout=log,
+                               stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"app.py exited ({process.returncode}):\n{(tmp / 'app.log').read_text()}")
+            try:
+                get_json(f"{url}/health", timeout=2)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"app.py did not answer:\n{(tmp / 'app.log').read_text()}") from None
+                time.sleep(0.3)
+        yield url, uploads
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def wait_for_model(url: str, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        health = get_json(f"{url}/health")
+        if health["model_status"] != "loading" or time.monotonic() > deadline:
+            return health
+        time.sleep(0.3)
+
+
+def synthetic_ecg(seconds: float, fs: float, seed: int = 0) -> np.ndarray:
+    """[n, 12] millivolts: a 72 bpm spike train with a little noise; a test signal, not a heart."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * fs)) / fs
+    beats = np.exp(-((t % (60 / 72) - 0.3) ** 2) / (2 * 0.01 ** 2))
+    gains = np.linspace(0.4, 1.5, 12)
+    return (beats[:, None] * gains[None, :] + 0.02 * rng.standard_normal((t.size, 12))).astype(np.float64)
+
+
+def write_wfdb(folder: Path, name: str, seconds: float = 12.0, fs: int = 500) -> list[Path]:
+    import wfdb
+
+    folder.mkdir(parents=True, exist_ok=True)
+    wfdb.wrsamp(name, fs=fs, units=["mV"] * 12, sig_name=LEADS, p_signal=synthetic_ecg(seconds, fs),
+                fmt=["16"] * 12, adc_gain=[1000.0] * 12, baseline=[0] * 12, write_dir=str(folder))
+    return [folder / f"{name}.hea", folder / f"{name}.dat"]
+
+
+def write_csv(path: Path, seconds: float = 10.0, fs: int = 250) -> Path:
+    """Leads only, no time column: the file does not say its sampling rate."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savetxt(path, synthetic_ecg(seconds, fs, seed=1), delimiter=",", fmt="%.4f",
+               header=",".join(LEADS), comments="")
+    return path
+
+
+def probabilities_close(got: dict, expected: dict) -> None:
+    assert list(got) == list(LABEL_NAMES)
+    np.testing.assert_allclose([got[k] for k in LABEL_NAMES], [expected[k] for k in LABEL_NAMES],
+                               rtol=1e-5, atol=1e-6)
+
+
+# --- fixtures ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory) -> Path:
+    return write_checkpoint(tmp_path_factory.mktemp("weights") / "tiny_finetuned.pt")
+
+
+@pytest.fixture(scope="session")
+def reference_model(checkpoint):
+    return ecgfm.load_model(checkpoint, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory, checkpoint):
+    with running_app(tmp_path_factory.mktemp("app"), ECGFM_CHECKPOINT=str(checkpoint)) as (url, uploads):
+        assert wait_for_model(url)["model_loaded"], (url, get_json(f"{url}/health"))
+        yield url, uploads
+
+
+@pytest.fixture(scope="module")
+def client(app) -> Client:
+    return Client(app[0] + "/", verbose=False)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, list[Path]]:
+    folder = tmp_path_factory.mktemp("ecgs")
+    return {"wfdb": write_wfdb(folder / "wfdb", "rec12s"),
+            "csv": [write_csv(folder / "csv" / "leads_only.csv")]}
+
+
+# --- with weights --------------------------------------------------------------------------------
+
+def test_health_and_info(app, checkpoint):
+    url, _ = app
+    health = get_json(f"{url}/health")
+    assert health == {"status": "ok", "model_loaded": True, "model_status": "loaded", "reason": None}
+    info = get_json(f"{url}/info")
+    assert [label["name"] for label in info["labels"]] == list(LABEL_NAMES)
+    assert all(label["description"] and label["prevalence_pct"] > 0 for label in info["labels"])
+    provenance = info["model"]["provenance"]
+    assert provenance["file"] == checkpoint.name
+    assert provenance["sha256"] == ecgfm.load_model(checkpoint, device="cpu").provenance["sha256"]
+    assert provenance["device"] and provenance["ecgfm_version"] == ecgfm.__version__
+    assert info["versions"]["ecgfm"] == ecgfm.__version__ and info["versions"]["gradio"]
+    assert "not a medical device" in info["disclaimer"]
+
+
+def test_predict_wfdb_pair_matches_the_package(client, files, reference_model):
+    result = client.predict([handle_file(str(p)) for p in files["wfdb"]], api_name="/predict")
+    assert "not a medical device" in result["disclaimer"]
+    (record,) = result["records"]
+    expected = ecgfm.predict(reference_model, ecgfm.read_ecgs(files["wfdb"]))[0].to_dict()
+    assert record["file"] == expected["file"]
+    probabilities_close(record["probabilities"], expected["probabilities"])
+    assert [(s["start_s"], s["end_s"]) for s in record["segments"]] == [(0.0, 5.0), (5.0, 10.0)]
+    for got, want in zip(record["segments"], expected["segments"]):
+        probabilities_close(got["probabilities"], want["probabilities"])
+    assert record["provenance"]["sha256"] == reference_model.provenance["sha256"]
+    assert record["read"]["format"] and record["read"]["fs"] == 500
+    assert record["read"]["duration_s"] == pytest.approx(12.0)
+    assert any("of the 12.0 s recording" in w for w in record["warnings"])
+
+
+def test_window_start(client, files, reference_model):
+    result = client.predict([handle_file(str(p)) for p in files["wfdb"]], None, 2, api_name="/predict")
+    (record,) = result["records"]
+    expected = ecgfm.predict(reference_model, ecgfm.read_ecgs(files["wfdb"]), start_s=2.0)[0].to_dict()
+    probabilities_close(record["probabilities"], expected["probabilities"])
+    assert record["read"]["window"] == {"start_s": 2.0, "end_s": 12.0}
+    assert [(s["start_s"], s["end_s"]) for s in record["segments"]] == [(2.0, 7.0), (7.0, 12.0)]
+
+
+def test_csv_needs_and_takes_a_sampling_rate(client, files, reference_model):
+    csv = files["csv"][0]
+    with pytest.raises(Exception) as missing:
+        client.predict([handle_file(str(csv))], api_name="/predict")
+    assert csv.name in str(missing.value) and "Traceback" not in str(missing.value)
+    result = client.predict([handle_file(str(csv))], 250, 0, api_name="/predict")
+    (record,) = result["records"]
+    expected = ecgfm.predict(reference_model, ecgfm.read_ecgs([csv], fs=250))[0].to_dict()
+    probabilities_close(record["probabilities"], expected["probabilities"])
+    assert record["read"]["fs"] == 250 and record["read"]["leads"] == LEADS
+
+
+def test_two_records_at_once(client, files, reference_model):
+    paths = files["wfdb"] + files["csv"]
+    result = client.predict([handle_file(str(p)) for p in paths], sampling_rate_hz=250, api_name="/predict")
+    expected = {p.name: p.to_dict() for p in
+                ecgfm.predict(reference_model, ecgfm.read_ecgs(paths, fs=250))}
+    assert sorted(r["file"] for r in result["records"]) == sorted(expected) and len(expected) == 2
+    for record in result["records"]:
+        probabilities_close(record["probabilities"], expected[record["file"]]["probabilities"])
+
+
+def test_read_says_what_was_read(client, files):
+    result = client.predict([handle_file(str(p)) for p in files["wfdb"]], api_name="/read")
+    (record,) = result["records"]
+    assert record["file"] == "rec12s.hea"
+    assert record["leads"] == LEADS and record["fs"] == 500 and record["duration_s"] == pytest.approx(12.0)
+    assert record["units"] and record["format"]
+    assert record["window"] == {"start_s": 0.0, "end_s": 10.0}
+    assert record["segments"] == [[0.0, 5.0], [5.0, 10.0]]
+    assert isinstance(record["warnings"], list) and record["warnings"]
+    assert "probabilities" not in record
+
+
+@pytest.mark.parametrize("name, content", [("garbage.xml", os.urandom(2048)), ("empty.csv", b"")])
+def test_bad_files_give_a_readable_error_and_the_app_keeps_serving(app, client, files, tmp_path, name, content):
+    bad = tmp_path / name
+    bad.write_bytes(content)
+    for endpoint in ("/predict", "/read"):
+        with pytest.raises(Exception) as failure:
+            client.predict([handle_file(str(bad))], api_name=endpoint)
+        message = str(failure.value)
+        assert name in message, message
+        assert "Traceback" not in message and "File \"" not in message
+    assert get_json(f"{app[0]}/health")["status"] == "ok"
+    result = client.predict([handle_file(str(p)) for p in files["wfdb"]], api_name="/read")
+    assert result["records"][0]["file"] == "rec12s.hea"
+
+
+def test_uploads_are_deleted_after_use(app, client, files):
+    client.predict([handle_file(str(p)) for p in files["wfdb"] + files["csv"]], 250, api_name="/predict")
+    _, uploads = app
+    left = [p.name for p in uploads.rglob("*") if p.is_file()]
+    for name in ("rec12s.hea", "rec12s.dat", "leads_only.csv", "garbage.xml", "empty.csv"):
+        assert name not in left, left
+
+
+def test_no_patient_data_in_the_log(app, client, files):
+    client.predict([handle_file(str(p)) for p in files["wfdb"]], api_name="/predict")
+    log = (Path(app[1]).parent / "app.log").read_text()
+    assert "rec12s" not in log and "leads_only" not in log and "garbage" not in log
+
+
+# --- without weights -----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module", params=["missing-file", "hub-offline"])
+def weightless_app(request, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("noweights")
+    env = {"ECGFM_CHECKPOINT": str(tmp / "nowhere" / "mimic_iv_ecg_finetuned.pt")} \
+        if request.param == "missing-file" else {}
+    with running_app(tmp, **env) as (url, _):
+        yield request.param, url
+
+
+def test_without_weights_reading_and_plotting_work_and_predict_explains(weightless_app, files):
+    kind, url = weightless_app
+    health = wait_for_model(url)
+    assert health["status"] == "ok" and health["model_loaded"] is False
+    assert health["model_status"] == "unavailable" and "mimic_iv_ecg_finetuned.pt" in health["reason"]
+    info = get_json(f"{url}/info")
+    assert len(info["labels"]) == 17 and info["model"]["provenance"] is None
+
+    client = Client(url + "/", verbose=False)
+    read = client.predict([handle_file(str(p)) for p in files["wfdb"]], api_name="/read")
+    assert read["records"][0]["leads"] == LEADS
+
+    with pytest.raises(Exception) as failure:
+        client.predict([handle_file(str(p)) for p in files["wfdb"]], api_name="/predict")
+    message = str(failure.value)
+    assert "mimic_iv_ecg_finetuned.pt" in message, message
+    if kind == "hub-offline":
+        # says how to provide the weights: a path through ECGFM_CHECKPOINT, or the Hub
+        assert "ECGFM_CHECKPOINT" in message and "huggingface.co" in message, message
+    else:
+        assert "does not exist" in message, message
+    assert "probabilities" not in message
+
+    # the ECG is still drawn
+    (image,) = client.predict([handle_file(str(p)) for p in files["wfdb"]], api_name="/plot")
+    assert image["caption"] == "rec12s.hea"
+    assert Path(image["image"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
