@@ -211,6 +211,10 @@ def _group(files: list[Path]) -> list[_Job]:
 
     for header in roots:
         signal_files, segments = refs[header]
+        for name in [*signal_files, *segments]:
+            if "/" in name or "\\" in name or name in (".", ".."):
+                raise ECGReadError(f"{header.name}: the header refers to a file outside its folder "
+                                   f"({name[:60]}).")
         companions: list[Path] = []
         for name in signal_files:
             found = pick(name, header)
@@ -313,7 +317,7 @@ def _read_file(path: Path, fs, start_s, duration_s):
 
     name = path.name
     ext = path.suffix.lower()
-    head = _head(path)
+    head = _head(path, 4096)
     if edf.looks_like_edf(head) or ext in (".edf", ".bdf"):
         return edf.read(path, start_s=start_s, duration_s=duration_s)
     if head.startswith(b"\x93NUMPY") or ext == ".npy":

@@ -70,6 +70,18 @@ def looks_like_header(path: Path) -> bool:
     return False
 
 
+def _stated_rate(header_path: Path) -> str | None:
+    """The sampling-rate field of the record line as written (wfdb falls back to 250 Hz silently
+    when it cannot parse it, so it is checked here first); None when the line has no rate."""
+    text = header_path.read_bytes()[:MAX_HEADER_BYTES].decode("latin-1")
+    for line in re.split(r"\r\n|\r|\n", text):
+        line = line.strip()
+        if line and not line.startswith("#"):
+            tokens = line.split()
+            return tokens[2].split("/")[0] if len(tokens) > 2 else None
+    return None
+
+
 def _fail(hea: str, what: str) -> ECGReadError:
     return ECGReadError(f"{hea}: {what}")
 
@@ -127,6 +139,15 @@ def read(header_path: Path, *, start_s: float = 0.0, duration_s: float | None = 
     record_path = str(directory / header_path.stem)
     if header_path.stat().st_size > MAX_HEADER_BYTES:
         raise _fail(hea, "the header is too large to be a WFDB header.")
+    stated = _stated_rate(header_path)
+    if stated is not None:
+        try:
+            value = float(stated)
+        except ValueError:
+            value = float("nan")
+        if not math.isfinite(value) or value <= 0:
+            raise _fail(hea, f"the header gives the sampling rate '{stated[:20]}', which is not a "
+                             "positive number.")
     try:
         header = wfdb.rdheader(record_path)
     except Exception:  # noqa: BLE001 - wfdb raises many kinds; the user needs one sentence
