@@ -391,6 +391,10 @@ def _finalize(raw: RawRecord, fname: str, fs_given, start_s, duration_s, is_wfdb
     if not MIN_FS <= fs <= MAX_FS:
         raise ECGReadError(f"{fname}: the sampling rate {fs:g} Hz is outside the {MIN_FS:g} Hz to "
                            f"{MAX_FS / 1000:g} kHz an ECG can be read at.")
+    if fs_given is not None and raw.extra.get("fs_stated", True) \
+            and abs(fs - float(fs_given)) > 1e-3 * fs:
+        warnings.append(f"The file states its sampling rate ({fs:g} Hz); the {float(fs_given):g} Hz "
+                        "given was not used.")
     resampled = []
     for i, (ch, kind, canonical) in enumerate(kinds):
         if ch.fs != fs and ch.data.size:

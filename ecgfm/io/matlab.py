@@ -156,10 +156,8 @@ def read(path: Path, *, fs: float | None = None) -> RawRecord:
                 unit = units[0]
     if signal.dtype.kind not in "biuf":
         raise _fail(fname, "the ECG variable does not hold numbers.")
-    if fs is not None:
-        if rate is not None and abs(rate - float(fs)) > 1e-3 * float(fs):
-            warnings.append(f"The file says {rate:g} Hz but {float(fs):g} Hz was given; "
-                            f"{float(fs):g} Hz was used.")
+    stated = rate is not None and fmt != "cpsc2018-mat"
+    if not stated and fs is not None:
         rate = float(fs)
     if rate is None:
         raise _fail(fname, "the file does not state its sampling rate; give the sampling rate (fs).")
@@ -182,4 +180,5 @@ def read(path: Path, *, fs: float | None = None) -> RawRecord:
         unit, scale = "mV (dataset documentation)", 1.0
     channels = [Channel(name=names[i], data=data[i], fs=rate, unit=unit, scale=scale)
                 for i in range(n)]
-    return RawRecord(name=path.name, format=fmt, channels=channels, warnings=warnings)
+    return RawRecord(name=path.name, format=fmt, channels=channels, warnings=warnings,
+                     extra={"fs_stated": stated})

@@ -86,7 +86,8 @@ def read_npy(path: Path, *, fs: float | None = None) -> RawRecord:
         raise _fail(fname, "this is not a readable NumPy .npy array.") from None
     warnings: list[str] = []
     channels = _channels(array, fname, fs, None, "", warnings)
-    return RawRecord(name=path.name, format="npy", channels=channels, warnings=warnings)
+    return RawRecord(name=path.name, format="npy", channels=channels, warnings=warnings,
+                     extra={"fs_stated": False})
 
 
 def read_npz(path: Path, *, fs: float | None = None) -> RawRecord:
@@ -136,10 +137,9 @@ def read_npz(path: Path, *, fs: float | None = None) -> RawRecord:
             if units and len(set(units)) == 1:
                 unit = units[0]
     warnings: list[str] = []
-    if fs is not None:
-        if rate is not None and abs(rate - float(fs)) > 1e-3 * float(fs):
-            warnings.append(f"The file says {rate:g} Hz but {float(fs):g} Hz was given; "
-                            f"{float(fs):g} Hz was used.")
+    stated = rate is not None
+    if not stated and fs is not None:
         rate = float(fs)
     channels = _channels(signal, fname, rate, names, unit, warnings)
-    return RawRecord(name=path.name, format="npz", channels=channels, warnings=warnings)
+    return RawRecord(name=path.name, format="npz", channels=channels, warnings=warnings,
+                     extra={"fs_stated": stated})

@@ -95,6 +95,15 @@ def test_sampling_rate_out_of_range(tmp_path, fs):
         read_ecg(tmp_path / "x.npy", fs=fs)
 
 
+def test_the_files_own_rate_wins_over_the_given_one(tmp_path):
+    files = _wfdb(tmp_path, "own")
+    rec = read_ecg(files, fs=250)
+    assert rec.fs == 500 and any("250 Hz given was not used" in w for w in rec.warnings)
+    assert not any("not used" in w for w in read_ecg(files, fs=500).warnings)
+    np.savez(tmp_path / "z.npz", signal=np.zeros((12, 1000)) + np.arange(1000), fs=400)
+    assert read_ecg(tmp_path / "z.npz", fs=250).fs == 400
+
+
 def test_header_rate_out_of_range(tmp_path):
     files = _wfdb(tmp_path, "slow", fs=50, seconds=20)
     with pytest.raises(ECGReadError, match="slow.hea.*50 Hz is outside"):

@@ -99,7 +99,7 @@ def test_rate_from_file_differs_from_given(tmp_path):
     path = tmp_path / "r.txt"
     path.write_text("# Sampling Rate (Hz):= 1000\n" + "\n".join(f"{v:.3f}" for v in _ecg(1, 3000)[0]))
     rec = read_ecg(path, fs=500)
-    assert rec.fs == 500 and any("1000 Hz" in w for w in rec.warnings)
+    assert rec.fs == 1000 and any("500 Hz given was not used" in w for w in rec.warnings)
 
 
 def test_not_numbers(tmp_path):
@@ -114,3 +114,17 @@ def test_unnamed_columns_other_than_1_or_12(tmp_path):
     path.write_text("\n".join("0.1,0.2,0.3" for _ in range(100)))
     with pytest.raises(ECGReadError, match="three.csv.*names no leads"):
         read_ecg(path, fs=500)
+
+
+def test_quoted_fields_and_trailing_or_unnamed_columns(tmp_path):
+    data = _ecg(2, 400)
+    quoted = tmp_path / "q.csv"
+    quoted.write_text('"I","II"\n' + "\n".join(f'"{data[0, i]:.4f}","{data[1, i]:.4f}",' for i in range(400)))
+    rec = read_ecg(quoted, fs=500)
+    assert rec.leads[:2] == ["I", "II"]
+    np.testing.assert_allclose(rec.signal[:2], data, atol=1e-4)
+    extra = tmp_path / "extra.csv"
+    extra.write_text("I,II\n" + "\n".join(f"{data[0, i]:.4f},{data[1, i]:.4f},{data[0, i]:.4f}"
+                                         for i in range(400)))
+    rec = read_ecg(extra, fs=500)
+    assert "column 3" in rec.leads  # an unnamed column is kept, not silently dropped
