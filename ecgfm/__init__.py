@@ -32,23 +32,27 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'ecgfm' has no attribute {name!r}")
 
 
-def load_model(checkpoint: str | os.PathLike = "finetuned", device: str | None = None) -> "ECGFM":
+def load_model(checkpoint: str | os.PathLike = "finetuned", device: str | None = None,
+               precision: str = "fp32") -> "ECGFM":
     """ECG-FM ready to run: "finetuned" (17 findings), "pretrained" (embeddings) or a checkpoint path.
 
     Named checkpoints come from the Hugging Face Hub cache (wanglab/ecg-fm, revision from
     ECGFM_REVISION) unless ECGFM_CHECKPOINT / ECGFM_PRETRAINED_CHECKPOINT names a local file.
     The model records where its weights came from in `model.provenance`.
+    `precision`: "fp32" (default, the reference), "int8" (CPU only: int8 matrix products, faster,
+    probabilities within ~0.02 of fp32) or "fp16" (CUDA only); recorded as provenance["mode"].
     """
     import torch
 
     from .checkpoint import load_checkpoint
     from .hub import locate_checkpoint
+    from .model import set_precision
 
     path, provenance = locate_checkpoint(checkpoint)
-    model = load_checkpoint(path)
+    model = load_checkpoint(path, sha256=provenance.get("sha256"))
     model.provenance = provenance
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return model.to(device)
+    return set_precision(model.to(device), precision)
 
 
 __all__ = ["load_model", "read_ecg", "read_ecgs", "predict", "prepare", "plot_ecg", "ECGRecord", "Prediction",

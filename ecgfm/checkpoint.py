@@ -5,6 +5,9 @@ Everything that knows fairseq's cfg fields and state-dict key names lives here, 
 from __future__ import annotations
 
 import ast
+import dataclasses
+import json
+import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -12,7 +15,7 @@ from typing import Any
 import torch
 
 from .errors import CheckpointError
-from .model import ECGFM, ModelDims
+from .model import ECGFM, ModelDims, configure_threads
 
 CLASSIFIER = "ecg_transformer_classifier"
 PRETRAINED = "wav2vec2_cmsc"
@@ -172,6 +175,18 @@ def _fairseq_key_map(dims: ModelDims) -> dict[str, str]:
     return mapping
 
 
+_QKV = ("q_proj", "k_proj", "v_proj")
+
+
+def _fuse_qkv(converted: dict[str, torch.Tensor], num_layers: int) -> None:
+    """fairseq's separate q/k/v projections → our one `qkv_proj` (rows q, k, v), in place."""
+    for i in range(num_layers):
+        for p in ("weight", "bias"):
+            keys = [f"layers.{i}.attention.{proj}.{p}" for proj in _QKV]
+            if all(key in converted for key in keys):
+                converted[f"layers.{i}.attention.qkv_proj.{p}"] = torch.cat([converted.pop(key) for key in keys])
+
+
 _POS_CONV = "conv_pos.pos_conv.0."
 _WEIGHT_NORM_STYLES = (("weight_g", "weight_v"),
                        ("parametrizations.weight.original0", "parametrizations.weight.original1"))
@@ -227,6 +242,7 @@ def convert_state_dict(weights: dict[str, torch.Tensor], cfg: dict[str, Any],
                          + (" …" if len(unexpected) > 5 else ""))
         raise CheckpointError(f"{name}: the weights do not match an ECG-FM {cfg.get('_name')} "
                               f"({'; '.join(parts)}).")
+    _fuse_qkv(converted, dims.num_layers)
     return dims, converted
 
 
@@ -240,11 +256,71 @@ def build_model(dims: ModelDims, state: dict[str, torch.Tensor], name: str = "ch
             raise CheckpointError(f"{name}: weight {key} has shape {tuple(tensor.shape)}, "
                                   f"expected {tuple(expected[key].shape)} from the configuration.")
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True, assign=True)
+    configure_threads()
     return model.eval().requires_grad_(False)
 
 
-def load_checkpoint(path: str | Path) -> ECGFM:
-    """A ready-to-run model from a fairseq_signals ECG-FM checkpoint (finetuned or pretrained)."""
+def load_checkpoint(path: str | Path, sha256: str | None = None) -> ECGFM:
+    """A ready-to-run model from a fairseq_signals ECG-FM checkpoint (finetuned or pretrained).
+
+    With the file's `sha256` (as `ecgfm.hub` reports it), the converted weights are also kept as a
+    weights-only safetensors file in the ecgfm cache, named by that hash, and later loads map that
+    file instead: nothing to unpickle or convert, and only the weights the network uses are mapped.
+    """
+    name = Path(path).name
+    cached = _cache_path(sha256) if sha256 else None
+    if cached is not None:
+        hit = _read_cached(cached, sha256)
+        if hit is not None:
+            return build_model(*hit, name)
     cfg, weights = read_checkpoint(path)
-    dims, state = convert_state_dict(weights, cfg, Path(path).name)
-    return build_model(dims, state, Path(path).name)
+    dims, state = convert_state_dict(weights, cfg, name)
+    if cached is not None:
+        _write_cached(cached, sha256, dims, state)
+    return build_model(dims, state, name)
+
+
+# Bump when the converted key layout changes, so stale caches are ignored rather than misread.
+_CACHE_LAYOUT = "ecgfm-weights-2"  # ours: q/k/v fused, weight norm folded
+
+
+def _cache_path(sha256: str) -> Path | None:
+    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+        return None
+    from .hub import cache_dir
+    return cache_dir() / "weights" / f"{sha256}.{_CACHE_LAYOUT}.safetensors"
+
+
+def _read_cached(path: Path, sha256: str) -> tuple[ModelDims, dict[str, torch.Tensor]] | None:
+    """(dims, state) from a cache file made from the checkpoint with this sha256; None if unusable."""
+    if not path.is_file():
+        return None
+    try:
+        from safetensors import safe_open
+        with safe_open(str(path), framework="pt") as handle:  # memory-mapped, nothing copied
+            meta = handle.metadata() or {}
+            if meta.get("source_sha256") != sha256 or meta.get("layout") != _CACHE_LAYOUT:
+                return None
+            raw = json.loads(meta["dims"])
+            raw["conv_layers"] = tuple(tuple(layer) for layer in raw["conv_layers"])
+            dims = ModelDims(**raw)
+            state = {key: handle.get_tensor(key) for key in handle.keys()}
+        return dims, state
+    except Exception:  # a damaged or foreign cache file: fall back to the checkpoint itself
+        return None
+
+
+def _write_cached(path: Path, sha256: str, dims: ModelDims, state: dict[str, torch.Tensor]) -> None:
+    """Best effort: a read-only or full disk only costs the speed-up, never the prediction."""
+    try:
+        from safetensors.torch import save_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.partial")
+        meta = {"source_sha256": sha256, "layout": _CACHE_LAYOUT, "dims": json.dumps(dataclasses.asdict(dims))}
+        save_file({k: v.contiguous() for k, v in state.items()}, str(partial), metadata=meta)
+        os.replace(partial, path)
+    except Exception:
+        try:
+            partial.unlink(missing_ok=True)
+        except Exception:
+            pass
