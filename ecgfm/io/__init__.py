@@ -25,7 +25,7 @@ from typing import Iterable, Union
 import numpy as np
 
 from ..errors import ECGReadError
-from .leads import (EXTRA, MODIFIED, NON_ECG, STANDARD, UNKNOWN, Channel, RawRecord,
+from .leads import (EXTRA, MODIFIED, NON_ECG, STANDARD, Channel, RawRecord,
                     classify_lead, complete_limb_leads)
 from .record import STANDARD_LEADS, ECGRecord
 
