@@ -242,6 +242,8 @@ def _write_downloads(payload: dict) -> list[str]:
     folder = _results_dir()
     json_path = folder / "ecgfm-results.json"
     json_path.write_text(json.dumps(payload, indent=2, ensure_ascii=False), encoding="utf-8")
+    if not all("probabilities" in record for record in payload["records"]):
+        return [str(json_path)]  # no prediction: the JSON still records what was read
     csv_path = folder / "ecgfm-results.csv"
     with open(csv_path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
@@ -369,7 +371,8 @@ def _findings_html(prediction: dict) -> str:
             f'<span class="base" style="left:{100 * base:.1f}%"></span></div></td>'
             f'<td class="prev">{label.prevalence_pct:.1f} %</td></tr>')
     table = ('<table class="findings"><thead><tr><th>Finding</th><th>Probability</th>'
-             '<th class="barcell">0 <span class="legend">▮ probability &nbsp;| baseline</span> 1</th>'
+             '<th class="barcell"><span class="legend">bar: probability (0 to 1) · tick: training '
+             'prevalence</span></th>'
              '<th>Training prevalence</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table>")
     names = [name for name, _ in ordered]
     head = "".join(f"<th>{_esc(n)}</th>" for n in names)
@@ -387,16 +390,20 @@ def _report_html(records, prepared, infos, predictions, model_problem: str | Non
     cards = []
     for i, (record, prep, info) in enumerate(zip(records, prepared, infos)):
         if predictions:
-            findings = _findings_html(predictions[i])
+            findings = f'<p class="note">{_esc(PROBABILITY_NOTE)}</p>{_findings_html(predictions[i])}'
         else:
             findings = (f'<div class="unavailable"><b>No prediction: the model is not available.</b> '
-                        f'{_esc(model_problem)}</div>')
+                        f'{_esc(model_problem)} Reading and drawing the ECG work without it.</div>')
         cards.append(
-            f'<section class="record"><h2>{_esc(record.name)}</h2>'
+            f'<section class="record" id="ecgfm-record-{i + 1}"><h2>{_esc(record.name)}</h2>'
             f'<h3>ECG</h3>{_ecg_image(record, prep)}'
-            f'<h3>Findings</h3><p class="note">{_esc(PROBABILITY_NOTE)}</p>{findings}'
+            f'<h3>Findings</h3>{findings}'
             f'<h3>What was read</h3>{_read_html(info)}</section>')
-    return f'<div class="ecgfm-report">{"".join(cards)}</div>'
+    nav = ""
+    if len(records) > 1:
+        nav = ('<nav class="records"><b>Records:</b> ' + "".join(
+            f'<a href="#ecgfm-record-{i + 1}">{_esc(r.name)}</a>' for i, r in enumerate(records)) + "</nav>")
+    return f'<div class="ecgfm-report">{nav}{"".join(cards)}</div>'
 
 
 def _provenance_md(provenance: dict | None) -> str:
@@ -429,11 +436,9 @@ def ui_analyse(files, sampling_rate_hz, start_s):
         problem = str(exc)
     report = _report_html(records, prepared, infos, predictions, problem)
     downloads = _write_downloads(_results_payload(infos, predictions))
-    if predictions is None:
-        downloads = downloads[:1]  # no probabilities: the JSON still records what was read
     provenance = predictions[0]["provenance"] if predictions else MODEL.provenance()
     names = ", ".join(r.name for r in records)
-    return (report, downloads, _provenance_md(provenance),
+    return (report, gr.update(value=downloads, visible=True), _provenance_md(provenance),
             gr.update(value=None),
             f"Analysed {len(records)} record{'s' if len(records) != 1 else ''}: {_esc(names)}. "
             "The uploaded files have been deleted from the server.")
@@ -460,8 +465,11 @@ CSS = """
 .ecgfm-report h3 {margin:14px 0 6px 0; font-size:1.05rem}
 .ecgfm-report img.ecg {width:100%; height:auto; border:1px solid #e5e5e5; border-radius:4px}
 .ecgfm-report table {border-collapse:collapse; width:100%; font-size:0.92rem}
-.ecgfm-report th, .ecgfm-report td {padding:4px 8px; border-bottom:1px solid var(--border-color-primary);
-             text-align:left; vertical-align:middle}
+.ecgfm-report table, .ecgfm-report tr {border:none !important}
+.ecgfm-report th, .ecgfm-report td {padding:4px 8px; border:none !important;
+             border-bottom:1px solid #e4e7ec !important; text-align:left; vertical-align:middle}
+.ecgfm-report nav.records {margin-bottom:10px}
+.ecgfm-report nav.records a {margin-right:14px}
 .ecgfm-report table.findings td.prob {font-variant-numeric:tabular-nums; font-weight:700; width:6em}
 .ecgfm-report table.findings td.prev {font-variant-numeric:tabular-nums; width:8em; color:#555}
 .ecgfm-report .desc {font-size:0.82rem; color:#666}
@@ -484,6 +492,12 @@ CSS = """
 """
 
 
+# Local fonts only: the page makes no request to a third party (no Google Fonts).
+THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "Segoe UI", "Roboto", "Helvetica", "Arial",
+                             "sans-serif"],
+                       font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"])
+
+
 def build_ui() -> gr.Blocks:
     with gr.Blocks(title="ECG-FM — research demo", analytics_enabled=False,
                    delete_cache=(300, 900)) as demo:
@@ -494,18 +508,19 @@ def build_ui() -> gr.Blocks:
         with gr.Row(equal_height=False):
             with gr.Column(scale=3):
                 files = gr.File(label="ECG files (several records at once; a WFDB record needs both "
-                                      "its .hea and .dat)", file_count="multiple", height=140)
+                                      "its .hea and .dat)", file_count="multiple", height=220)
             with gr.Column(scale=2):
-                fs = gr.Number(label="Sampling rate (Hz) — only for files that do not store one "
-                                     "(e.g. plain CSV)", value=None, minimum=0, precision=None)
-                start = gr.Number(label="Window start (s) — ECG-FM reads 10 s from here", value=0,
-                                  minimum=0)
+                fs = gr.Number(label="Sampling rate (Hz)", value=0, minimum=0,
+                               info="Only for files that do not store one (e.g. plain CSV); "
+                                    "0 = use the rate in the file.")
+                start = gr.Number(label="Window start (s)", value=0, minimum=0,
+                                  info="ECG-FM reads 10 s from here, in 5 s segments.")
                 analyse = gr.Button("Analyse", variant="primary")
         message = gr.Markdown()
         examples_slot = gr.Column()
-        report = gr.HTML()
         downloads = gr.File(label="Download results (JSON and CSV)", file_count="multiple",
-                            interactive=False)
+                            interactive=False, visible=False)
+        report = gr.HTML()
         with gr.Accordion("Model and software", open=False):
             provenance = gr.Markdown(_provenance_md(None))
         outputs = [report, downloads, provenance, files, message]
@@ -567,7 +582,7 @@ def create_app() -> FastAPI:
 
     return gr.mount_gradio_app(app, build_ui(), path="/", footer_links=["api", "settings"],
                                run_history=False, show_error=False, max_file_size=MAX_FILE_SIZE,
-                               ssr_mode=False, css=CSS, theme=gr.themes.Soft())
+                               ssr_mode=False, css=CSS, theme=THEME)
 
 
 def main() -> None:
