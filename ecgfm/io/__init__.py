@@ -9,11 +9,10 @@ limb-lead derivation and the warnings that say what was done. Nothing identifyin
 
 Vendor formats (GE MUSE, Philips, HL7 aECG, DICOM, SCP-ECG, Contec .ECG) live in `vendor.py`,
 which exposes `sniff(path, head) -> bool` and `read(path) -> ECGRecord` (leads as named in the
-file, values in mV); it is imported lazily, and its formats count as unknown while it is absent.
+file, values in mV).
 """
 from __future__ import annotations
 
-import importlib
 import math
 import os
 import shutil
@@ -47,19 +46,6 @@ _ANNOTATION_EXT = {".atr", ".qrs", ".ann", ".ari", ".man", ".pwave", ".pu", ".pu
                    ".rhythm"}
 _VENDOR_EXT = {".xml", ".dcm", ".scp", ".ecg", ".dicom"}
 _TEXT_EXT = {".csv", ".tsv", ".txt", ".asc", ".ascii", ".tab", ".dat"}
-
-
-# --- vendor module (another engineer's), imported lazily -----------------------------------------
-
-def _vendor():
-    """The vendor-format module, or None while it does not exist."""
-    try:
-        return importlib.import_module(f"{__name__}.vendor")
-    except ModuleNotFoundError as err:
-        if err.name == f"{__name__}.vendor":
-            return None
-        raise ECGReadError("The reader for vendor ECG formats could not be loaded "
-                           f"(missing package {err.name}).") from None
 
 
 # --- public API ---------------------------------------------------------------------------------
@@ -203,11 +189,15 @@ def _group(files: list[Path]) -> list[_Job]:
     record_stems: set[str] = set()
 
     def pick(name: str, owner: Path) -> Path | None:
+        """A companion of `owner` among the given files, else beside the header on disk."""
         candidates = by_name.get(name, [])
         if len(candidates) > 1:
             raise ECGReadError(f"{owner.name}: {len(candidates)} uploaded files are named {name}; "
                                "upload each record's files once.")
-        return candidates[0] if candidates else None
+        if candidates:
+            return candidates[0]
+        beside = owner.parent / name
+        return beside if beside.is_file() else None
 
     for header in roots:
         signal_files, segments = refs[header]
@@ -313,7 +303,7 @@ def _read_wfdb(job: _Job, workdir: Path, start_s, duration_s) -> RawRecord:
 
 
 def _read_file(path: Path, fs, start_s, duration_s):
-    from . import archive, edf, matlab, numpy_format, text
+    from . import archive, edf, matlab, numpy_format, text, vendor
 
     name = path.name
     ext = path.suffix.lower()
@@ -327,8 +317,7 @@ def _read_file(path: Path, fs, start_s, duration_s):
     if head.startswith(b"MATLAB") or ext == ".mat":
         return matlab.read(path, fs=fs)
     if ext in _VENDOR_EXT or ext not in _TEXT_EXT:
-        vendor = _vendor()
-        if vendor is not None and vendor.sniff(path, head):
+        if vendor.sniff(path, head):
             return vendor.read(path)
         if ext in _VENDOR_EXT and ext != ".ecg" or not _looks_like_text(path):
             raise ECGReadError(f"{name}: the file format is not recognised as an ECG format "

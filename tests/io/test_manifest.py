@@ -10,7 +10,6 @@ exists. Rows in formats whose reader is not in the tree yet are skipped with the
 from __future__ import annotations
 
 import csv
-import importlib.util
 import re
 from pathlib import Path
 
@@ -38,16 +37,9 @@ def _rows() -> list[dict]:
 ROWS = _rows()
 
 
-def _vendor_present() -> bool:
-    return importlib.util.find_spec("ecgfm.io.vendor") is not None
-
-
 def _param(row: dict):
     marks = []
-    if row["format"] in VENDOR_FORMATS and not _vendor_present():
-        marks.append(pytest.mark.skip(reason=f"{row['format']} is read by ecgfm/io/vendor.py, "
-                                             "which is not in the tree yet"))
-    elif row["format"] not in OWN_FORMATS | VENDOR_FORMATS:
+    if row["format"] not in OWN_FORMATS | VENDOR_FORMATS:
         marks.append(pytest.mark.xfail(reason=f"no reader for manifest format {row['format']!r}",
                                        strict=False))
     return pytest.param(row, id=row["path"], marks=marks)

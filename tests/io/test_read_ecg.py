@@ -1,7 +1,6 @@
 """The dispatcher: grouping uploads into records, vendor hand-off, options, central rules."""
 from __future__ import annotations
 
-import types
 
 import numpy as np
 import pytest
@@ -51,10 +50,16 @@ def test_annotation_alone_and_alongside(tmp_path):
         read_ecgs(tmp_path / "ann.atr")
 
 
-def test_vendor_formats_unknown_while_the_module_is_absent(tmp_path, monkeypatch):
-    monkeypatch.setattr(io, "_vendor", lambda: None)
+def test_a_header_alone_finds_its_signal_file_beside_it(tmp_path):
+    header, _ = _wfdb(tmp_path, "alone")
+    record = read_ecg(header)
+    assert record.name == "alone.hea" and record.leads == list(STANDARD_LEADS)
+    np.testing.assert_allclose(record.signal[1], np.sin(2 * np.pi * np.arange(2500) / 500 + 1), atol=1e-3)
+
+
+def test_unknown_binary_is_not_recognised(tmp_path):
     path = tmp_path / "ecg.xml"
-    path.write_text("<?xml version='1.0'?><RestingECG></RestingECG>")
+    path.write_text("<?xml version='1.0'?><SomethingElse></SomethingElse>")
     with pytest.raises(ECGReadError, match="ecg.xml.*not recognised"):
         read_ecg(path)
 
@@ -73,7 +78,9 @@ def test_vendor_records_get_the_central_rules(tmp_path, monkeypatch):
         return ECGRecord(name=path.name, signal=signal, fs=500.0, leads=names, format="fake",
                          units="uV", warnings=["vendor note"])
 
-    monkeypatch.setattr(io, "_vendor", lambda: types.SimpleNamespace(sniff=sniff, read=read))
+    from ecgfm.io import vendor
+    monkeypatch.setattr(vendor, "sniff", sniff)
+    monkeypatch.setattr(vendor, "read", read)
     path = tmp_path / "x.scp"
     path.write_bytes(b"FAKE data")
     rec = read_ecg(path, start_s=2, duration_s=5)

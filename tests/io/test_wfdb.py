@@ -192,5 +192,9 @@ def test_second_signal_file(tmp_path):
     assert list(rec.extra_leads) == ["vx", "vy", "vz"]
     np.testing.assert_allclose(rec.extra_leads["vz"], signal[:, 14], atol=0.01)
     np.testing.assert_allclose(rec.signal, signal[:, :12].T, atol=0.01)
+    alone = tmp_path / "without-xyz"
+    alone.mkdir()
+    for name in ("ptb.hea", "ptb.dat"):
+        (alone / name).write_bytes((tmp_path / name).read_bytes())
     with pytest.raises(ECGReadError, match="ptb.xyz is missing"):
-        read_ecg([tmp_path / "ptb.hea", tmp_path / "ptb.dat"])
+        read_ecg([alone / "ptb.hea", alone / "ptb.dat"])
