@@ -171,8 +171,11 @@ def _forget(paths: list[str]) -> None:
 
 
 def _options(fs, start_s) -> tuple[float | None, float]:
-    fs = None if fs in (None, "") or float(fs) == 0 else float(fs)
-    start_s = 0.0 if start_s in (None, "") else float(start_s)
+    try:
+        fs = None if fs in (None, "") or float(fs) == 0 else float(fs)
+        start_s = 0.0 if start_s in (None, "") else float(start_s)
+    except (TypeError, ValueError):
+        raise gr.Error("The sampling rate and the window start must be numbers.", print_exception=False) from None
     return fs, start_s
 
 
@@ -201,6 +204,8 @@ def _read_info(record, prepared) -> dict:
         "file": record.name,
         "format": record.format,
         "leads": list(record.leads),
+        "recorded_leads": [lead for lead in record.leads
+                           if lead not in record.derived_leads and lead not in record.zero_leads],
         "derived_leads": list(record.derived_leads),
         "zero_filled_leads": list(record.zero_leads),
         "extra_leads": list(record.extra_leads),
@@ -335,7 +340,7 @@ def _read_html(info: dict) -> str:
     recorded = [lead for lead, s in status.items() if s == "recorded"]
     rows = [
         ("Format", _esc(info["format"])),
-        ("Leads in the file", f"{len(info['leads'])}: {leads(info['leads'])}"),
+        ("Leads in the file", f"{len(info['recorded_leads'])}: {leads(info['recorded_leads'])}"),
         ("Leads given to the model", f"{len(recorded)} recorded"
          + (f"; derived: {leads([k for k, s in status.items() if s == 'derived'])}"
             if "derived" in status.values() else "")

@@ -141,7 +141,8 @@ def reference_model(checkpoint):
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory, checkpoint):
-    with running_app(tmp_path_factory.mktemp("app"), ECGFM_CHECKPOINT=str(checkpoint)) as (url, uploads):
+    with running_app(tmp_path_factory.mktemp("app"), ECGFM_CHECKPOINT=str(checkpoint),
+                     ECGFM_MAX_FILE_SIZE="2mb") as (url, uploads):
         assert wait_for_model(url)["model_loaded"], (url, get_json(f"{url}/health"))
         yield url, uploads
 
@@ -226,7 +227,8 @@ def test_read_says_what_was_read(client, files):
     result = client.predict([handle_file(str(p)) for p in files["wfdb"]], api_name="/read")
     (record,) = result["records"]
     assert record["file"] == "rec12s.hea"
-    assert record["leads"] == LEADS and record["fs"] == 500 and record["duration_s"] == pytest.approx(12.0)
+    assert record["leads"] == LEADS and record["recorded_leads"] == LEADS
+    assert record["fs"] == 500 and record["duration_s"] == pytest.approx(12.0)
     assert record["units"] and record["format"]
     assert record["window"] == {"start_s": 0.0, "end_s": 10.0}
     assert record["segments"] == [[0.0, 5.0], [5.0, 10.0]]
@@ -247,6 +249,20 @@ def test_bad_files_give_a_readable_error_and_the_app_keeps_serving(app, client, 
     assert get_json(f"{app[0]}/health")["status"] == "ok"
     result = client.predict([handle_file(str(p)) for p in files["wfdb"]], api_name="/read")
     assert result["records"][0]["file"] == "rec12s.hea"
+
+
+def test_files_over_the_size_limit_are_refused(app, client, tmp_path):
+    big = tmp_path / "big.csv"
+    big.write_bytes(b"0.1," * (3 * 2**20 // 4))
+    with pytest.raises(Exception, match="maximum file size"):
+        client.predict([handle_file(str(big))], 500, api_name="/read")
+    # the server refuses it too, whatever the client does
+    import httpx
+
+    response = httpx.post(f"{app[0]}/gradio_api/upload", files={"files": ("big.csv", big.read_bytes())})
+    assert response.status_code in (400, 413), response.status_code
+    assert get_json(f"{app[0]}/health")["status"] == "ok"
+    assert not [p for p in app[1].rglob("big.csv")]
 
 
 def test_uploads_are_deleted_after_use(app, client, files):
