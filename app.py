@@ -22,12 +22,10 @@ import csv
 import functools
 import hashlib
 import html
-import io
 import json
 import logging
 import os
 import platform
-import shutil
 import threading
 import time
 import uuid

@@ -174,6 +174,8 @@ def test_health_and_info(app, checkpoint):
     assert provenance["device"] and provenance["ecgfm_version"] == ecgfm.__version__
     assert info["versions"]["ecgfm"] == ecgfm.__version__ and info["versions"]["gradio"]
     assert "not a medical device" in info["disclaimer"]
+    # no run history kept in the browser (clinical data), no page for it
+    assert get_json(f"{url}/config")["run_history"] is False
 
 
 def test_predict_wfdb_pair_matches_the_package(client, files, reference_model):

@@ -5,6 +5,7 @@ test-artifacts/ (git-ignored) for a person to look at. Skips when /usr/bin/chrom
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -89,6 +90,12 @@ def test_upload_analyse_and_see_findings(tmp_path, page_factory):
         # per-segment probabilities open on demand
         first.locator("details.segments summary").click()
         assert first.locator("details.segments table tbody tr").count() == 2
+
+        # where the weights came from
+        page.get_by_text("Model and software").click()
+        sha256 = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+        page.get_by_text(sha256).wait_for()
+        assert page.get_by_text(checkpoint.name).first.is_visible()
 
 
 def test_without_weights_the_ecg_is_drawn_and_the_reason_shown(tmp_path, page_factory):
