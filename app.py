@@ -37,10 +37,10 @@ from fastapi import FastAPI
 import ecgfm
 from ecgfm.errors import ECGFMError, WeightsUnavailableError
 from ecgfm.labels import LABELS
+from ecgfm.predict import DEFAULT_WINDOW_S as WINDOW_S  # ECG-FM reads 10 s windows
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES_DIR = HERE / "examples"
-WINDOW_S = 10.0  # ECG-FM's predictor reads 10 s windows (ecgfm.predict.DEFAULT_WINDOW_S)
 MAX_FILE_SIZE = os.environ.get("ECGFM_MAX_FILE_SIZE", "100mb")
 MODEL_WAIT_S = 120.0  # how long a request waits for weights that are still loading
 RETRY_LOAD_AFTER_S = 60.0  # a failed load (no network ...) is tried again at most this often
@@ -79,13 +79,14 @@ class ModelHolder:
             model.eval()
             self.model = model
             log.info("ECG-FM weights loaded (%s).", model.provenance.get("file"))
+            return
         except ECGFMError as exc:
-            self.error = str(exc)
+            error = str(exc)
         except Exception as exc:  # a broken install or file: say what kind, never crash the app
-            self.error = f"Loading the ECG-FM weights failed ({type(exc).__name__})."
-        if self.error:
-            self._failed_at = time.monotonic()
-            log.warning("ECG-FM weights not loaded: %s", self.error)
+            error = f"Loading the ECG-FM weights failed ({type(exc).__name__})."
+        self._failed_at = time.monotonic()
+        self.error = error
+        log.warning("ECG-FM weights not loaded: %s", error)
 
     def get(self, wait_s: float = MODEL_WAIT_S):
         """The model, or an ECGFMError saying why there is none."""
@@ -250,7 +251,7 @@ def _write_downloads(payload: dict) -> list[str]:
     csv_path = folder / "ecgfm-results.csv"
     with open(csv_path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["file", "rows", "start_s", "end_s", *(label.name for label in LABELS)])
+        writer.writerow(["file", "scope", "start_s", "end_s", *(label.name for label in LABELS)])
         for record in payload["records"]:
             window = record["read"]["window"]
             writer.writerow([record["file"], "window", window["start_s"], window["end_s"],

@@ -225,6 +225,27 @@ def test_two_records_at_once(client, files, reference_model):
         probabilities_close(record["probabilities"], expected[record["file"]]["probabilities"])
 
 
+def test_ui_downloads_are_json_and_csv(files, reference_model, tmp_path, monkeypatch):
+    """The page's downloads (written by the same code as the page uses), checked without a browser."""
+    import csv
+    import importlib
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    app_module = importlib.import_module("app")
+    records = ecgfm.read_ecgs(files["wfdb"], duration_s=10.0)
+    predictions = [p.to_dict() for p in ecgfm.predict(reference_model, records)]
+    infos = [app_module._read_info(r, ecgfm.prepare(r)) for r in records]
+    json_path, csv_path = app_module._write_downloads(app_module._results_payload(infos, predictions))
+    assert Path(json_path).parent.parent == tmp_path.resolve()  # in Gradio's cache, swept by delete_cache
+    payload = json.loads(Path(json_path).read_text())
+    assert payload["records"][0]["probabilities"] == predictions[0]["probabilities"]
+    assert "not a medical device" in payload["disclaimer"] and payload["records"][0]["read"]["fs"] == 500
+    rows = list(csv.DictReader(open(csv_path, newline="")))
+    assert [r["scope"] for r in rows] == ["window", "segment", "segment"]
+    assert float(rows[0]["Sinus rhythm"]) == pytest.approx(predictions[0]["probabilities"]["Sinus rhythm"])
+    assert (rows[2]["start_s"], rows[2]["end_s"]) == ("5.0", "10.0")
+
+
 def test_read_says_what_was_read(client, files):
     result = client.predict([handle_file(str(p)) for p in files["wfdb"]], api_name="/read")
     (record,) = result["records"]
