@@ -18,7 +18,6 @@ from a file (values, header text, names) is written to the log.
 from __future__ import annotations
 
 import base64
-import csv
 import functools
 import hashlib
 import html
@@ -38,6 +37,7 @@ import ecgfm
 from ecgfm.errors import ECGFMError, WeightsUnavailableError
 from ecgfm.labels import LABELS
 from ecgfm.predict import DEFAULT_WINDOW_S as WINDOW_S  # ECG-FM reads 10 s windows
+from ecgfm.predict import write_csv
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES_DIR = HERE / "examples"
@@ -250,15 +250,7 @@ def _write_downloads(payload: dict) -> list[str]:
         return [str(json_path)]  # no prediction: the JSON still records what was read
     csv_path = folder / "ecgfm-results.csv"
     with open(csv_path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["file", "scope", "start_s", "end_s", *(label.name for label in LABELS)])
-        for record in payload["records"]:
-            window = record["read"]["window"]
-            writer.writerow([record["file"], "window", window["start_s"], window["end_s"],
-                             *(record["probabilities"][label.name] for label in LABELS)])
-            for segment in record["segments"]:
-                writer.writerow([record["file"], "segment", segment["start_s"], segment["end_s"],
-                                 *(segment["probabilities"][label.name] for label in LABELS)])
+        write_csv(payload["records"], handle)
     return [str(json_path), str(csv_path)]
 
 

@@ -6,7 +6,6 @@ until all of them have been read, so a bad file never leaves half an answer behi
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 
@@ -39,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="ECG-FM's probabilities of 17 findings per record")
     reading_options(predict)
-    predict.add_argument("--csv", action="store_true", help="one CSV row per record")
+    predict.add_argument("--csv", action="store_true", help="CSV: a row per record, then one per 5 s segment")
     predict.add_argument("--checkpoint", default="finetuned",
                          help="'finetuned' (Hugging Face Hub cache, or ECGFM_CHECKPOINT) or a .pt path")
     predict.add_argument("--embedding", nargs="?", const="pretrained", metavar="CHECKPOINT",
@@ -65,7 +64,7 @@ def _predict(args: argparse.Namespace) -> int:
         raise ECGFMError("choose one output format: --json or --csv.")
     records = _read(args)
     from . import load_model
-    from .predict import predict
+    from .predict import predict, write_csv
 
     model = load_model(args.checkpoint, device=args.device)
     embedder = load_model(args.embedding, device=args.device) if args.embedding else None
@@ -74,11 +73,7 @@ def _predict(args: argparse.Namespace) -> int:
         for result in results:
             print(json.dumps(result.to_dict()))
     elif args.csv:
-        writer = csv.writer(sys.stdout)
-        writer.writerow(["file", "start_s", "end_s", *(label.name for label in LABELS)])
-        for result in results:
-            writer.writerow([result.name, result.segments[0].start_s, result.segments[-1].end_s,
-                             *(f"{result.probabilities[label.name]:.6f}" for label in LABELS)])
+        write_csv([result.to_dict() for result in results], sys.stdout)
     else:
         for result in results:
             _print_prediction(result)

@@ -30,7 +30,10 @@ def locate_checkpoint(checkpoint: str | os.PathLike = "finetuned") -> tuple[Path
 def _local(path: Path) -> tuple[Path, dict]:
     path = path.expanduser().resolve()
     if not path.is_file():
-        raise WeightsUnavailableError(f"{path.name}: the checkpoint file {path} does not exist.")
+        raise WeightsUnavailableError(
+            f"{path.name}: the checkpoint file {path} does not exist; download ECG-FM's weights from "
+            f"https://huggingface.co/{REPO_ID} and give the file's path (--checkpoint PATH, or "
+            f"{CHECKPOINT_ENV['finetuned']}=PATH).")
     return path, {"source": "local file", "repo": None, "revision": None,
                   "file": path.name, "sha256": file_sha256(path)}
 

@@ -1,8 +1,9 @@
 """From records to ECG-FM's findings: segments → one batched forward → sigmoid → per-label aggregation."""
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import IO, Sequence
 
 import numpy as np
 import torch
@@ -93,6 +94,22 @@ def predict(model: ECGFM, records: ECGRecord | Sequence[ECGRecord], *, embedder:
         ))
         first += count
     return results[0] if single else results
+
+
+CSV_COLUMNS = ("file", "scope", "start_s", "end_s", *(label.name for label in LABELS))
+
+
+def write_csv(results: Sequence[dict], handle: IO[str]) -> None:
+    """Results (`Prediction.to_dict()` form) as CSV: per record, its aggregated row then one per segment."""
+    writer = csv.writer(handle)
+    writer.writerow(CSV_COLUMNS)
+    for result in results:
+        segments = result["segments"]
+        writer.writerow([result["file"], "record", segments[0]["start_s"], segments[-1]["end_s"],
+                         *(result["probabilities"][label.name] for label in LABELS)])
+        for segment in segments:
+            writer.writerow([result["file"], "segment", segment["start_s"], segment["end_s"],
+                             *(segment["probabilities"][label.name] for label in LABELS)])
 
 
 def aggregate(per_segment: np.ndarray) -> dict[str, float]:

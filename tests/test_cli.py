@@ -1,6 +1,8 @@
 """`python -m ecgfm` end to end: JSON, CSV and text output, and one-sentence failures."""
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import subprocess
@@ -60,12 +62,14 @@ def test_predict_json_equals_the_python_api(files, capsys):
     assert lines[0]["provenance"]["file"] == "tiny.pt"
 
 
-def test_predict_csv_has_one_row_per_record(files, capsys):
+def test_predict_csv_has_a_record_row_then_segment_rows(files, capsys):
     code, out, _ = run_cli(capsys, "predict", *files["first"], "--checkpoint", files["checkpoint"], "--csv")
-    rows = out.strip().splitlines()
-    assert code == 0 and len(rows) == 2
-    assert rows[0].split(",")[:4] == ["file", "start_s", "end_s", "Poor data quality"]
-    assert len(rows[1].split(",")) == 3 + 17
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert code == 0 and [row["scope"] for row in rows] == ["record", "segment", "segment"]
+    assert list(rows[0])[:5] == ["file", "scope", "start_s", "end_s", "Poor data quality"] and len(rows[0]) == 4 + 17
+    assert (rows[2]["start_s"], rows[2]["end_s"]) == ("5.0", "10.0")
+    segment_max = max(float(rows[1]["Poor data quality"]), float(rows[2]["Poor data quality"]))
+    assert float(rows[0]["Poor data quality"]) == pytest.approx(segment_max)  # a "max" label
 
 
 def test_predict_text_shows_findings_and_disclaimer(files, capsys):

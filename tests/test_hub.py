@@ -41,7 +41,7 @@ def test_environment_variable_names_the_finetuned_file(tmp_path, monkeypatch):
 
 
 def test_missing_local_file(tmp_path):
-    with pytest.raises(WeightsUnavailableError, match="does not exist"):
+    with pytest.raises(WeightsUnavailableError, match="does not exist; download .* ECGFM_CHECKPOINT=PATH"):
         locate_checkpoint(tmp_path / "absent.pt")
 
 
