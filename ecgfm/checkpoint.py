@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from .errors import CheckpointError
-from .model import ECGFM, ModelDims, configure_threads
+from .model import ECGFM, ModelDims, channels_last_taps, configure_threads
 
 CLASSIFIER = "ecg_transformer_classifier"
 PRETRAINED = "wav2vec2_cmsc"
@@ -188,6 +188,7 @@ def _fuse_qkv(converted: dict[str, torch.Tensor], num_layers: int) -> None:
 
 
 _POS_CONV = "conv_pos.pos_conv.0."
+_POS_CONV_OURS = "positional_conv.conv.weight"
 _WEIGHT_NORM_STYLES = (("weight_g", "weight_v"),
                        ("parametrizations.weight.original0", "parametrizations.weight.original1"))
 
@@ -222,7 +223,7 @@ def convert_state_dict(weights: dict[str, torch.Tensor], cfg: dict[str, Any],
         if _POS_CONV + g_key in source and _POS_CONV + v_key in source:
             g, v = source.pop(_POS_CONV + g_key), source.pop(_POS_CONV + v_key)
             norm = v.float().pow(2).sum(dim=(0, 1), keepdim=True).sqrt()
-            converted["positional_conv.conv.weight"] = (g * v / norm).to(v.dtype)
+            converted[_POS_CONV_OURS] = (g * v / norm).to(v.dtype)
             break
     else:
         missing.append(prefix + _POS_CONV + "weight_g/weight_v")
@@ -255,7 +256,9 @@ def build_model(dims: ModelDims, state: dict[str, torch.Tensor], name: str = "ch
         if tuple(tensor.shape) != tuple(expected[key].shape):
             raise CheckpointError(f"{name}: weight {key} has shape {tuple(tensor.shape)}, "
                                   f"expected {tuple(expected[key].shape)} from the configuration.")
-    model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True, assign=True)
+    state = {k: v.float() for k, v in state.items()}
+    state[_POS_CONV_OURS] = channels_last_taps(state[_POS_CONV_OURS])  # a no-op for a cached copy
+    model.load_state_dict(state, strict=True, assign=True)
     configure_threads()
     return model.eval().requires_grad_(False)
 
@@ -281,7 +284,7 @@ def load_checkpoint(path: str | Path, sha256: str | None = None) -> ECGFM:
 
 
 # Bump when the converted key layout changes, so stale caches are ignored rather than misread.
-_CACHE_LAYOUT = "ecgfm-weights-2"  # ours: q/k/v fused, weight norm folded
+_CACHE_LAYOUT = "ecgfm-weights-3"  # ours: q/k/v fused, weight norm folded, pos conv [out, K, in]
 
 
 def _cache_path(sha256: str) -> Path | None:
@@ -305,6 +308,7 @@ def _read_cached(path: Path, sha256: str) -> tuple[ModelDims, dict[str, torch.Te
             raw["conv_layers"] = tuple(tuple(layer) for layer in raw["conv_layers"])
             dims = ModelDims(**raw)
             state = {key: handle.get_tensor(key) for key in handle.keys()}
+        state[_POS_CONV_OURS] = state[_POS_CONV_OURS].transpose(1, 2)  # stored [out, K, in], see below
         return dims, state
     except Exception:  # a damaged or foreign cache file: fall back to the checkpoint itself
         return None
@@ -317,7 +321,9 @@ def _write_cached(path: Path, sha256: str, dims: ModelDims, state: dict[str, tor
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(f".{os.getpid()}.partial")
         meta = {"source_sha256": sha256, "layout": _CACHE_LAYOUT, "dims": json.dumps(dataclasses.asdict(dims))}
-        save_file({k: v.contiguous() for k, v in state.items()}, str(partial), metadata=meta)
+        tensors = {k: v.contiguous() for k, v in state.items()}
+        tensors[_POS_CONV_OURS] = state[_POS_CONV_OURS].transpose(1, 2).contiguous()  # the layout conv2d uses
+        save_file(tensors, str(partial), metadata=meta)
         os.replace(partial, path)
     except Exception:
         try:

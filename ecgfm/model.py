@@ -89,24 +89,20 @@ class PositionalConv(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         # As a 2-D convolution over a [B, D, 1, T] view of the time-major frames, which is already
-        # channels-last in memory: oneDNN runs the grouped conv ~1.5x faster that way than in 1-D,
-        # and no transposed copy of the input is made. Same weights, same sums.
+        # channels-last in memory: oneDNN runs this grouped conv ~1.5x faster than the 1-D form, and
+        # no transposed copy of the input is made. Same weights, same sums. The weight is kept in
+        # the matching layout (taps outermost, see `channels_last_taps`) so it is not copied per call.
         conv = self.conv
-        y = F.conv2d(x.transpose(1, 2).unsqueeze(2), self._weight_2d(), conv.bias,
+        y = F.conv2d(x.transpose(1, 2).unsqueeze(2), conv.weight.unsqueeze(2), conv.bias,
                      padding=(0, conv.padding[0]), groups=conv.groups).squeeze(2)
         if self.trim:
             y = y[:, :, :-self.trim]
         return F.gelu(y).transpose(1, 2)
 
-    def _weight_2d(self) -> Tensor:
-        """The conv weight as [D, D/groups, 1, K] in channels-last layout, converted once per weight."""
-        weight = self.conv.weight
-        key = (weight.data_ptr(), weight._version, weight.device, weight.dtype)
-        cached = self.__dict__.get("_weight_cache")
-        if cached is None or cached[0] != key:
-            cached = (key, weight.unsqueeze(2).contiguous(memory_format=torch.channels_last))
-            self.__dict__["_weight_cache"] = cached
-        return cached[1]
+
+def channels_last_taps(weight: Tensor) -> Tensor:
+    """A [out, in, K] conv weight with the same values, laid out [out, K, in] in memory."""
+    return weight.transpose(1, 2).contiguous().transpose(1, 2)
 
 
 class SelfAttention(nn.Module):
@@ -241,32 +237,38 @@ MODE_NAMES = {"fp32": "fp32", "int8": "int8-dynamic", "fp16": "fp16"}
 class Int8Linear(nn.Module):
     """A Linear layer run as an int8 matrix product, for CPU inference.
 
-    The weight is quantised once, symmetrically per output channel; the input is quantised at run
-    time, symmetrically per row (per frame), so a segment's result never depends on what else is in
-    the batch. Products accumulate exactly in int32 (`torch._int_mm`) and are rescaled to fp32.
+    The weight is quantised once, symmetrically per output channel. The input is quantised at run
+    time per row (per frame) and asymmetrically, over [row min, row max], so lopsided inputs such as
+    GELU outputs keep all 256 levels, and a segment's result never depends on the rest of the batch:
+    x ≈ s·(q + 128) + lo, so x·Wᵀ ≈ s·(q·Wᵀ) + (128·s + lo)·ΣW. Products accumulate exactly in int32
+    (`torch._int_mm`) and are rescaled in fp32.
     """
 
     def __init__(self, linear: nn.Linear):
         super().__init__()
         weight = linear.weight.detach().float()
         scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127.0
-        self.register_buffer("weight_int8", torch.round(weight / scale[:, None]).to(torch.int8))  # [N, K]
+        weight_int8 = torch.round(weight / scale[:, None]).to(torch.int8)
+        self.register_buffer("weight_int8", weight_int8)  # [N, K]
         self.register_buffer("weight_scale", scale)
+        self.register_buffer("weight_sum", weight_int8.sum(dim=1, dtype=torch.int32).float() * scale)  # ΣW per output
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float().clone())
         self.in_features, self.out_features = linear.in_features, linear.out_features
 
     def forward(self, x: Tensor) -> Tensor:
         rows = x.reshape(-1, self.in_features).float()
-        x_scale = rows.abs().amax(dim=1, keepdim=True).clamp_(min=1e-12).div_(127.0)
-        q = torch.round(rows / x_scale).to(torch.int8)
+        lo, hi = torch.aminmax(rows, dim=1, keepdim=True)
+        step = (hi - lo).clamp_(min=1e-12).div_(255.0)
+        q = torch.round((rows - lo) / step).sub_(128.0).to(torch.int8)
         y = torch._int_mm(q, self.weight_int8.t()).float()
-        y = y.mul_(x_scale).mul_(self.weight_scale)
+        y = y.mul_(self.weight_scale).mul_(step)
+        y = y.addcmul_(step.mul(128.0).add_(lo), self.weight_sum)
         if self.bias is not None:
             y = y.add_(self.bias)
         return y.view(*x.shape[:-1], self.out_features).type_as(x)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, int8 per-channel"
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8"
 
 
 def quantize_int8(model: ECGFM) -> ECGFM:

@@ -1,0 +1,198 @@
+"""The faster modes against fp32, and the load-time shortcuts (weights cache, threads) being harmless.
+
+Speed itself is measured by benchmarks/bench.py, never asserted here.
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+import ecgfm
+from ecgfm.checkpoint import build_model, convert_state_dict, load_checkpoint
+from ecgfm.model import Int8Linear, allowed_cpus, configure_threads, set_precision
+from ecgfm.predict import describe
+from tests.fairseq_layout import FULL, model_cfg, random_weights, write_checkpoint
+
+INT8_TOLERANCE = 0.02   # the largest probability difference from fp32 the int8 mode may make
+FP16_TOLERANCE = 0.01   # the same for half precision on CUDA
+CLASSIFIER_FILES = ["tiny_classifier.pt", "tiny_classifier_legacy_wn.pt"]
+
+
+def synthetic_segments(count: int, seed: int = 0) -> torch.Tensor:
+    """Standardised ECG-like segments [count, 12, 2500]: beats at ~70 bpm, lead gains, noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(2500) / 500
+    out = []
+    for _ in range(count):
+        beat = np.zeros_like(t)
+        period = rng.uniform(0.6, 1.1)
+        for start in np.arange(rng.uniform(0, period), 5, period):
+            for offset, width, height in ((0.0, 0.025, 0.15), (0.18, 0.01, 1.0), (0.2, 0.01, -0.25),
+                                          (0.42, 0.045, 0.3)):
+                beat += height * np.exp(-0.5 * ((t - start - offset) / width) ** 2)
+        leads = beat[None, :] * rng.uniform(-1.5, 1.5, (12, 1)) + 0.03 * rng.standard_normal((12, 2500))
+        leads = (leads - leads.mean(1, keepdims=True)) / leads.std(1, keepdims=True)
+        out.append(leads)
+    return torch.from_numpy(np.stack(out).astype(np.float32))
+
+
+def probabilities(model, source, mask=None) -> torch.Tensor:
+    with torch.inference_mode():
+        return torch.sigmoid(model(source, mask).logits.float())
+
+
+def int8_copy(path):
+    return set_precision(load_checkpoint(path), "int8")
+
+
+@pytest.mark.parametrize("file", CLASSIFIER_FILES)
+def test_int8_stays_close_to_fp32_on_the_conformance_inputs(conformance_dir, file):
+    ref = np.load(conformance_dir / "tiny_classifier_io.npz")
+    fp32, int8 = load_checkpoint(conformance_dir / file), int8_copy(conformance_dir / file)
+    assert any(isinstance(m, Int8Linear) for m in int8.modules())
+    source = torch.from_numpy(ref["source"])
+    assert (probabilities(int8, source) - probabilities(fp32, source)).abs().max() <= INT8_TOLERANCE
+    padded, mask = torch.from_numpy(ref["padded_source"]), torch.from_numpy(ref["padded_padding_mask"])
+    assert (probabilities(int8, padded, mask) - probabilities(fp32, padded, mask)).abs().max() <= INT8_TOLERANCE
+
+
+@pytest.fixture(scope="module")
+def full_size_models():
+    """The full-size architecture with random weights, built in memory (no 1 GB file)."""
+    kind = "ecg_transformer_classifier"
+    dims, state = convert_state_dict(random_weights(kind, FULL), model_cfg(kind, FULL))
+    fp32 = build_model(dims, state)
+    dims, state = convert_state_dict(random_weights(kind, FULL), model_cfg(kind, FULL))
+    return fp32, set_precision(build_model(dims, state), "int8")
+
+
+def test_int8_on_the_full_size_architecture(full_size_models):
+    # Random full-size weights are a harsher case than the tiny fixtures: 48 quantised products
+    # compound, and this random head turns small logit errors into probability errors near 0.5.
+    # benchmarks/bench.py reports the measured figure (~0.03 here); this guards against regressions.
+    fp32, int8 = full_size_models
+    source = synthetic_segments(4)
+    assert (probabilities(int8, source) - probabilities(fp32, source)).abs().max() <= 0.06
+
+
+def test_int8_results_do_not_depend_on_the_rest_of_the_batch(full_size_models):
+    _, int8 = full_size_models
+    source = synthetic_segments(3, seed=1)
+    source[2] *= 40  # an outlier segment must not change the others' quantisation
+    together = probabilities(int8, source)
+    alone = probabilities(int8, source[:1])
+    torch.testing.assert_close(together[:1], alone, rtol=0, atol=1e-5)
+
+
+def test_int8_linear_matches_a_float_linear_closely():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(256, 512)
+    x = torch.randn(3, 40, 256)
+    x[..., 0] += 5  # lopsided rows use the asymmetric range
+    with torch.inference_mode():
+        exact, approx = linear(x), Int8Linear(linear)(x)
+    assert approx.shape == exact.shape and approx.dtype == exact.dtype
+    assert ((approx - exact).norm() / exact.norm()) < 0.01
+
+
+def test_modes_are_recorded_and_checked(tmp_path):
+    path = write_checkpoint(tmp_path / "c.pt")
+    model = set_precision(load_checkpoint(path), "fp32")
+    assert model.provenance["mode"] == "fp32"
+    model = set_precision(load_checkpoint(path), "int8")
+    assert describe(model)["mode"] == "int8-dynamic"
+    with pytest.raises(ValueError, match="CUDA"):
+        set_precision(load_checkpoint(path), "fp16")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        set_precision(load_checkpoint(path), "int4")
+
+
+def test_load_model_takes_a_precision(tmp_path, monkeypatch):
+    monkeypatch.setenv("ECGFM_CACHE", str(tmp_path / "cache"))
+    path = write_checkpoint(tmp_path / "c.pt")
+    model = ecgfm.load_model(str(path), device="cpu", precision="int8")
+    assert model.provenance["mode"] == "int8-dynamic" and model.provenance["sha256"]
+    assert ecgfm.load_model(str(path), device="cpu").provenance["mode"] == "fp32"
+
+
+def test_weights_cache_gives_the_same_model_and_is_checked(tmp_path, monkeypatch):
+    monkeypatch.setenv("ECGFM_CACHE", str(tmp_path / "cache"))
+    from ecgfm.hub import file_sha256
+
+    path = write_checkpoint(tmp_path / "c.pt")
+    digest = file_sha256(path)
+    source = synthetic_segments(2)
+    reference = probabilities(load_checkpoint(path), source)
+    first = load_checkpoint(path, sha256=digest)  # converts and writes the cache
+    cached_files = list((tmp_path / "cache" / "weights").glob(f"{digest}.*.safetensors"))
+    assert len(cached_files) == 1
+    assert torch.equal(probabilities(first, source), reference)
+
+    path.unlink()  # the cached copy alone must now be enough …
+    second = load_checkpoint(path, sha256=digest)
+    assert torch.equal(probabilities(second, source), reference)
+    assert second.positional_conv.conv.weight.shape == first.positional_conv.conv.weight.shape
+
+    other = write_checkpoint(tmp_path / "other.pt", seed=5)  # … and only for the file it was made from
+    cached_files[0].rename(cached_files[0].with_name(f"{file_sha256(other)}.{cached_files[0].name.split('.', 1)[1]}"))
+    assert torch.equal(probabilities(load_checkpoint(other, sha256=file_sha256(other)), source),
+                       probabilities(load_checkpoint(other), source))
+
+
+def test_a_damaged_weights_cache_falls_back_to_the_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setenv("ECGFM_CACHE", str(tmp_path / "cache"))
+    from ecgfm.hub import file_sha256
+
+    path = write_checkpoint(tmp_path / "c.pt")
+    digest = file_sha256(path)
+    load_checkpoint(path, sha256=digest)
+    for cached in (tmp_path / "cache" / "weights").iterdir():
+        cached.write_bytes(b"truncated")
+    source = synthetic_segments(1)
+    assert torch.equal(probabilities(load_checkpoint(path, sha256=digest), source),
+                       probabilities(load_checkpoint(path), source))
+
+
+def test_threads_never_exceed_the_allowed_cpus():
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(allowed_cpus() + 3)
+        assert configure_threads() == allowed_cpus() == torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_concurrent_forwards_give_the_sequential_results(conformance_dir):
+    model = load_checkpoint(conformance_dir / "tiny_classifier.pt")
+    inputs = [synthetic_segments(2, seed=s) for s in range(4)]
+    expected = [probabilities(model, x) for x in inputs]
+    results = [None] * len(inputs)
+
+    def run(i):
+        results[i] = probabilities(model, inputs[i])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(inputs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for got, want in zip(results, expected):
+        assert torch.equal(got, want)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("precision,tolerance", [("fp32", 1e-4), ("fp16", FP16_TOLERANCE)])
+def test_cuda_stays_close_to_cpu_fp32(conformance_dir, full_size_models, precision, tolerance):
+    import copy
+
+    ref = np.load(conformance_dir / "tiny_classifier_io.npz")
+    tiny = load_checkpoint(conformance_dir / "tiny_classifier.pt")
+    fp32_full = full_size_models[0]
+    for model, source in ((tiny, torch.from_numpy(ref["source"])), (fp32_full, synthetic_segments(4))):
+        on_gpu = set_precision(copy.deepcopy(model).to("cuda"), precision)
+        expected = probabilities(model, source)
+        got = probabilities(on_gpu, source.to("cuda", next(on_gpu.parameters()).dtype)).cpu()
+        assert (got - expected).abs().max() <= tolerance
