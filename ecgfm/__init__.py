@@ -49,7 +49,7 @@ def load_model(checkpoint: str | os.PathLike = "finetuned", device: str | None =
     from .model import set_precision
 
     path, provenance = locate_checkpoint(checkpoint)
-    model = load_checkpoint(path, sha256=provenance.get("sha256"))
+    model = load_checkpoint(path, sha256=provenance.get("sha256"), precision=precision)
     model.provenance = provenance
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return set_precision(model.to(device), precision)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from .errors import CheckpointError
-from .model import ECGFM, ModelDims, channels_last_taps, configure_threads
+from .model import ECGFM, ModelDims, channels_last_taps, configure_threads, quantize_int8
 
 CLASSIFIER = "ecg_transformer_classifier"
 PRETRAINED = "wav2vec2_cmsc"
@@ -247,62 +247,82 @@ def convert_state_dict(weights: dict[str, torch.Tensor], cfg: dict[str, Any],
     return dims, converted
 
 
-def build_model(dims: ModelDims, state: dict[str, torch.Tensor], name: str = "checkpoint") -> ECGFM:
-    """An `ECGFM` holding these weights, built without a throwaway random initialisation."""
+def build_model(dims: ModelDims, state: dict[str, torch.Tensor], name: str = "checkpoint",
+                int8: bool = False) -> ECGFM:
+    """An `ECGFM` holding these weights, built without a throwaway random initialisation.
+
+    `int8`: `state` is a quantised model's (from the int8 cache), built with `Int8Linear` layers.
+    """
     with torch.device("meta"):
         model = ECGFM(dims)
+        if int8:
+            quantize_int8(model)
     expected = model.state_dict()
     for key, tensor in state.items():
         if tuple(tensor.shape) != tuple(expected[key].shape):
             raise CheckpointError(f"{name}: weight {key} has shape {tuple(tensor.shape)}, "
                                   f"expected {tuple(expected[key].shape)} from the configuration.")
-    state = {k: v.float() for k, v in state.items()}
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     state[_POS_CONV_OURS] = channels_last_taps(state[_POS_CONV_OURS])  # a no-op for a cached copy
     model.load_state_dict(state, strict=True, assign=True)
     configure_threads()
     return model.eval().requires_grad_(False)
 
 
-def load_checkpoint(path: str | Path, sha256: str | None = None) -> ECGFM:
+def load_checkpoint(path: str | Path, sha256: str | None = None, precision: str = "fp32") -> ECGFM:
     """A ready-to-run model from a fairseq_signals ECG-FM checkpoint (finetuned or pretrained).
 
     With the file's `sha256` (as `ecgfm.hub` reports it), the converted weights are also kept as a
     weights-only safetensors file in the ecgfm cache, named by that hash, and later loads map that
     file instead: nothing to unpickle or convert, and only the weights the network uses are mapped.
+    `precision="int8"` returns the model with its Linear layers quantised (`model.quantize_int8`),
+    cached the same way, so a later int8 load never touches the fp32 weights at all.
     """
     name = Path(path).name
-    cached = _cache_path(sha256) if sha256 else None
-    if cached is not None:
-        hit = _read_cached(cached, sha256)
+    int8 = precision == "int8"
+    if sha256 and int8:
+        hit = _read_cached(_cache_path(sha256, _INT8_LAYOUT), sha256, _INT8_LAYOUT)
         if hit is not None:
-            return build_model(*hit, name)
-    cfg, weights = read_checkpoint(path)
-    dims, state = convert_state_dict(weights, cfg, name)
-    if cached is not None:
-        _write_cached(cached, sha256, dims, state)
-    return build_model(dims, state, name)
+            return build_model(*hit, name, int8=True)
+    model = None
+    if sha256:
+        hit = _read_cached(_cache_path(sha256, _CACHE_LAYOUT), sha256, _CACHE_LAYOUT)
+        if hit is not None:
+            model = build_model(*hit, name)
+    if model is None:
+        cfg, weights = read_checkpoint(path)
+        dims, state = convert_state_dict(weights, cfg, name)
+        if sha256:
+            _write_cached(_cache_path(sha256, _CACHE_LAYOUT), sha256, dims, state, _CACHE_LAYOUT)
+        model = build_model(dims, state, name)
+    if int8:
+        quantize_int8(model)
+        if sha256:
+            _write_cached(_cache_path(sha256, _INT8_LAYOUT), sha256, model.dims, model.state_dict(), _INT8_LAYOUT)
+    return model
 
 
 # Bump when the converted key layout changes, so stale caches are ignored rather than misread.
 _CACHE_LAYOUT = "ecgfm-weights-3"  # ours: q/k/v fused, weight norm folded, pos conv [out, K, in]
+_INT8_LAYOUT = "ecgfm-int8-1"      # the same, Linear layers of the transformer as Int8Linear buffers
 
 
-def _cache_path(sha256: str) -> Path | None:
-    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+def _cache_path(sha256: str | None, layout: str) -> Path | None:
+    if not sha256 or len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
         return None
     from .hub import cache_dir
-    return cache_dir() / "weights" / f"{sha256}.{_CACHE_LAYOUT}.safetensors"
+    return cache_dir() / "weights" / f"{sha256}.{layout}.safetensors"
 
 
-def _read_cached(path: Path, sha256: str) -> tuple[ModelDims, dict[str, torch.Tensor]] | None:
+def _read_cached(path: Path | None, sha256: str, layout: str) -> tuple[ModelDims, dict[str, torch.Tensor]] | None:
     """(dims, state) from a cache file made from the checkpoint with this sha256; None if unusable."""
-    if not path.is_file():
+    if path is None or not path.is_file():
         return None
     try:
         from safetensors import safe_open
         with safe_open(str(path), framework="pt") as handle:  # memory-mapped, nothing copied
             meta = handle.metadata() or {}
-            if meta.get("source_sha256") != sha256 or meta.get("layout") != _CACHE_LAYOUT:
+            if meta.get("source_sha256") != sha256 or meta.get("layout") != layout:
                 return None
             raw = json.loads(meta["dims"])
             raw["conv_layers"] = tuple(tuple(layer) for layer in raw["conv_layers"])
@@ -314,14 +334,17 @@ def _read_cached(path: Path, sha256: str) -> tuple[ModelDims, dict[str, torch.Te
         return None
 
 
-def _write_cached(path: Path, sha256: str, dims: ModelDims, state: dict[str, torch.Tensor]) -> None:
+def _write_cached(path: Path | None, sha256: str, dims: ModelDims, state: dict[str, torch.Tensor],
+                  layout: str) -> None:
     """Best effort: a read-only or full disk only costs the speed-up, never the prediction."""
+    if path is None:
+        return
+    partial = path.with_suffix(f".{os.getpid()}.partial")
     try:
         from safetensors.torch import save_file
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(f".{os.getpid()}.partial")
-        meta = {"source_sha256": sha256, "layout": _CACHE_LAYOUT, "dims": json.dumps(dataclasses.asdict(dims))}
-        tensors = {k: v.contiguous() for k, v in state.items()}
+        meta = {"source_sha256": sha256, "layout": layout, "dims": json.dumps(dataclasses.asdict(dims))}
+        tensors = {k: v.detach().contiguous() for k, v in state.items()}
         tensors[_POS_CONV_OURS] = state[_POS_CONV_OURS].transpose(1, 2).contiguous()  # the layout conv2d uses
         save_file(tensors, str(partial), metadata=meta)
         os.replace(partial, path)

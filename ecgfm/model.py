@@ -296,7 +296,8 @@ def set_precision(model: ECGFM, precision: str = "fp32") -> ECGFM:
     if precision == "int8":
         if device.type != "cpu":
             raise ValueError("precision='int8' runs on the CPU only; use device='cpu' (or 'fp16' on CUDA).")
-        quantize_int8(model)
+        if not isinstance(model.layers[0].fc1, Int8Linear):  # not already quantised by load_checkpoint
+            quantize_int8(model)
     elif precision == "fp16":
         if device.type != "cuda":
             raise ValueError("precision='fp16' needs a CUDA device; on the CPU use 'fp32' or 'int8'.")

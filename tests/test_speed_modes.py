@@ -196,3 +196,18 @@ def test_cuda_stays_close_to_cpu_fp32(conformance_dir, full_size_models, precisi
         expected = probabilities(model, source)
         got = probabilities(on_gpu, source.to("cuda", next(on_gpu.parameters()).dtype)).cpu()
         assert (got - expected).abs().max() <= tolerance
+
+
+def test_int8_cache_gives_the_same_quantised_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("ECGFM_CACHE", str(tmp_path / "cache"))
+    from ecgfm.hub import file_sha256
+
+    path = write_checkpoint(tmp_path / "c.pt")
+    digest = file_sha256(path)
+    source = synthetic_segments(2)
+    first = load_checkpoint(path, sha256=digest, precision="int8")  # quantises, writes both caches
+    assert len(list((tmp_path / "cache" / "weights").glob(f"{digest}.ecgfm-int8-*.safetensors"))) == 1
+    path.unlink()
+    second = set_precision(load_checkpoint(path, sha256=digest, precision="int8"), "int8")
+    assert isinstance(second.layers[0].fc1, Int8Linear) and second.layers[0].fc1.weight_int8.dtype == torch.int8
+    assert torch.equal(probabilities(second, source), probabilities(first, source))
