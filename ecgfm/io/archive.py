@@ -12,16 +12,13 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from ..errors import ECGReadError
+from .record import read_error
 
 MAX_MEMBERS = 200
 MAX_TOTAL_BYTES = 200_000_000
 MAX_RATIO = 100  # uncompressed / compressed, per member larger than RATIO_MIN_BYTES
 RATIO_MIN_BYTES = 1_000_000
 _CHUNK = 1 << 20
-
-
-def _fail(fname: str, what: str) -> ECGReadError:
-    return ECGReadError(f"{fname}: {what}")
 
 
 def looks_like_zip(head: bytes) -> bool:
@@ -40,16 +37,16 @@ def extract(path: Path, dest: Path) -> list[Path]:
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError):
-        raise _fail(fname, "this is not a readable zip archive (corrupt or truncated).") from None
+        raise read_error(fname, "this is not a readable zip archive (corrupt or truncated).") from None
     out: list[Path] = []
     with zf:
         infos = [i for i in zf.infolist() if not i.is_dir()]
         if len(infos) > MAX_MEMBERS:
-            raise _fail(fname, f"the archive holds {len(infos)} files, more than the {MAX_MEMBERS} "
+            raise read_error(fname, f"the archive holds {len(infos)} files, more than the {MAX_MEMBERS} "
                                "allowed.")
         declared = sum(i.file_size for i in infos)
         if declared > MAX_TOTAL_BYTES:
-            raise _fail(fname, f"the archive expands to {declared / 1e6:.0f} MB, more than the "
+            raise read_error(fname, f"the archive expands to {declared / 1e6:.0f} MB, more than the "
                                f"{MAX_TOTAL_BYTES / 1e6:.0f} MB allowed.")
         total = 0
         for info in infos:
@@ -57,22 +54,22 @@ def extract(path: Path, dest: Path) -> list[Path]:
             posix = PurePosixPath(name)
             if (name.startswith("/") or posix.is_absolute() or ".." in posix.parts
                     or (len(name) > 1 and name[1] == ":")):
-                raise _fail(fname, f"the archive holds a file with an unsafe path ({name}).")
+                raise read_error(fname, f"the archive holds a file with an unsafe path ({name}).")
             mode = info.external_attr >> 16
             if mode and stat.S_ISLNK(mode):
-                raise _fail(fname, f"the archive holds a symbolic link ({name}), which is not allowed.")
+                raise read_error(fname, f"the archive holds a symbolic link ({name}), which is not allowed.")
             if info.flag_bits & 0x1:
-                raise _fail(fname, "the archive is encrypted.")
+                raise read_error(fname, "the archive is encrypted.")
             parts = tuple(p for p in posix.parts if p not in ("", "."))
             if not parts or _ignored(parts):
                 continue
             if (info.file_size > RATIO_MIN_BYTES
                     and info.file_size > MAX_RATIO * max(1, info.compress_size)):
-                raise _fail(fname, f"the archive member {parts[-1]} expands {info.file_size / max(1, info.compress_size):.0f} "
+                raise read_error(fname, f"the archive member {parts[-1]} expands {info.file_size / max(1, info.compress_size):.0f} "
                                    "times, which looks like a zip bomb.")
             target = dest.joinpath(*parts)
             if target.exists():
-                raise _fail(fname, f"the archive holds {'/'.join(parts)} twice.")
+                raise read_error(fname, f"the archive holds {'/'.join(parts)} twice.")
             target.parent.mkdir(parents=True, exist_ok=True)
             written = 0
             try:
@@ -84,17 +81,17 @@ def extract(path: Path, dest: Path) -> list[Path]:
                         written += len(chunk)
                         total += len(chunk)
                         if written > info.file_size or total > MAX_TOTAL_BYTES:
-                            raise _fail(fname, "the archive expands to more than it declares or "
+                            raise read_error(fname, "the archive expands to more than it declares or "
                                                "than is allowed, which looks like a zip bomb.")
                         if (written > RATIO_MIN_BYTES
                                 and written > MAX_RATIO * max(1, info.compress_size)):
-                            raise _fail(fname, f"the archive member {parts[-1]} expands more than "
+                            raise read_error(fname, f"the archive member {parts[-1]} expands more than "
                                                f"{MAX_RATIO} times, which looks like a zip bomb.")
                         dst.write(chunk)
             except ECGReadError:
                 raise
             except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError):
-                raise _fail(fname, f"the archive member {parts[-1]} cannot be extracted "
+                raise read_error(fname, f"the archive member {parts[-1]} cannot be extracted "
                                    "(corrupt, or compressed in an unsupported way).") from None
             out.append(target)
     return out

@@ -10,14 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ECGReadError
 from .leads import Channel, RawRecord, voltage_scale
+from .record import read_error
 
 MAX_VALUES = 40_000_000
-
-
-def _fail(fname: str, what: str) -> ECGReadError:
-    return ECGReadError(f"{fname}: {what}")
 
 
 def looks_like_edf(head: bytes) -> bool:
@@ -32,19 +28,19 @@ def read(path: Path, *, start_s: float = 0.0, duration_s: float | None = None) -
     try:
         reader = pyedflib.EdfReader(str(path))
     except Exception:  # noqa: BLE001 - pyedflib reports header problems as OSError with C text
-        raise _fail(fname, "this is not a valid EDF/BDF file (corrupt, truncated or not EDF).") from None
+        raise read_error(fname, "this is not a valid EDF/BDF file (corrupt, truncated or not EDF).") from None
     try:
         n_sig = reader.signals_in_file
         if n_sig == 0:
-            raise _fail(fname, "the EDF file holds no signals.")
+            raise read_error(fname, "the EDF file holds no signals.")
         total = float(reader.getFileDuration())
         rates = [float(r) for r in reader.getSampleFrequencies()]
         if any(not np.isfinite(r) or r <= 0 for r in rates):
-            raise _fail(fname, "the EDF header gives an impossible sampling rate.")
+            raise read_error(fname, "the EDF header gives an impossible sampling rate.")
         if total <= 0:
-            raise _fail(fname, "the EDF file holds no samples.")
+            raise read_error(fname, "the EDF file holds no samples.")
         if start_s >= total:
-            raise _fail(fname, f"the window starts at {start_s:g} s, after the end of the "
+            raise read_error(fname, f"the window starts at {start_s:g} s, after the end of the "
                                f"{total:.1f} s recording.")
         n_samples = reader.getNSamples()
         channels = []
@@ -59,7 +55,7 @@ def read(path: Path, *, start_s: float = 0.0, duration_s: float | None = None) -
             count = max(count, 0)
             values += count
             if values > MAX_VALUES:
-                raise _fail(fname, "the recording is too long to read at once; choose a shorter "
+                raise read_error(fname, "the recording is too long to read at once; choose a shorter "
                                    "window (start and duration).")
             data = reader.readSignal(i, first, count) if count else np.zeros(0)
             unit = reader.getPhysicalDimension(i).strip()

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from ..errors import ECGReadError
 from .record import STANDARD_LEADS, ECGRecord
 
 # Einthoven's and Goldberger's relations: every limb lead is a combination of I and II.
@@ -180,3 +181,18 @@ class RawRecord:
     adc_bits: int | None = None
     # Readers of formats with no lead names that assumed an order say so in `warnings`.
     extra: dict = field(default_factory=dict)
+
+
+def names_for_unnamed(fname: str, count: int, what: str) -> tuple[list[str], str | None]:
+    """Lead names for a file that gives none, and the warning that says what was assumed.
+
+    A single signal is one unnamed ECG lead; exactly 12 are taken to be in the standard order, as
+    every 12-lead export we know writes them. Any other count cannot be named without guessing.
+    """
+    if count == 12:
+        return list(STANDARD_LEADS), (f"The file names no leads; its 12 {what} were assumed to be in the "
+                                      "standard order I, II, III, aVR, aVL, aVF, V1-V6.")
+    if count == 1:
+        return ["ECG"], None
+    raise ECGReadError(f"{fname}: the file names no leads and holds {count} {what}; only a single one or "
+                       "exactly 12 (standard order) can be read without lead names.")

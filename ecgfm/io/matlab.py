@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ECGReadError
-from .leads import Channel, RawRecord, voltage_scale
+from .leads import Channel, RawRecord, names_for_unnamed, voltage_scale
 from .numpy_format import MAX_VALUES, orient
-from .record import STANDARD_LEADS
+from .record import STANDARD_LEADS, read_error
 
 CPSC2018_FS = 500.0
 _SIGNAL_KEYS = ("feats", "signal", "signals", "ecg", "data", "x", "sig", "waveform", "p_signal")
@@ -26,10 +26,6 @@ _RATE_KEYS = ("curr_sample_rate", "org_sample_rate", "fs", "sampling_rate", "sam
               "sampling_frequency", "sfreq", "srate", "freq", "frequency", "fs_hz")
 _LEAD_KEYS = ("leads", "lead_names", "labels", "channels", "sig_name", "ch_names", "channel_names")
 MAX_MAT_BYTES = 400_000_000
-
-
-def _fail(fname: str, what: str) -> ECGReadError:
-    return ECGReadError(f"{fname}: {what}")
 
 
 def _scalar(value) -> float | None:
@@ -63,15 +59,15 @@ def _load(path: Path) -> dict:
     except NotImplementedError:
         return _load_v73(path)
     except Exception:  # noqa: BLE001
-        raise _fail(fname, "this is not a readable MATLAB .mat file.") from None
+        raise read_error(fname, "this is not a readable MATLAB .mat file.") from None
     for _name, shape, _cls in info:
         if int(np.prod(shape, dtype=np.float64)) > MAX_VALUES:
-            raise _fail(fname, f"the variable '{_name}' holds {int(np.prod(shape, dtype=np.float64))} "
+            raise read_error(fname, f"the variable '{_name}' holds {int(np.prod(shape, dtype=np.float64))} "
                                "values, too many to be an ECG.")
     try:
         return sio.loadmat(str(path), squeeze_me=False, struct_as_record=True)
     except Exception:  # noqa: BLE001
-        raise _fail(fname, "this MATLAB .mat file is corrupt or truncated.") from None
+        raise read_error(fname, "this MATLAB .mat file is corrupt or truncated.") from None
 
 
 def _load_v73(path: Path) -> dict:
@@ -79,7 +75,7 @@ def _load_v73(path: Path) -> dict:
     try:
         import h5py
     except ImportError:
-        raise _fail(fname, "this is a MATLAB v7.3 file, which needs h5py; save it with "
+        raise read_error(fname, "this is a MATLAB v7.3 file, which needs h5py; save it with "
                            "save(..., '-v7') instead.") from None
     out = {}
     try:
@@ -87,19 +83,19 @@ def _load_v73(path: Path) -> dict:
             for key, item in f.items():
                 if isinstance(item, h5py.Dataset) and item.dtype.kind in "biuf":
                     if item.size > MAX_VALUES:
-                        raise _fail(fname, f"the variable '{key}' is too large to be an ECG.")
+                        raise read_error(fname, f"the variable '{key}' is too large to be an ECG.")
                     out[key] = np.asarray(item).T  # HDF5 stores MATLAB arrays transposed
     except ECGReadError:
         raise
     except Exception:  # noqa: BLE001
-        raise _fail(fname, "this MATLAB v7.3 file cannot be read.") from None
+        raise read_error(fname, "this MATLAB v7.3 file cannot be read.") from None
     return out
 
 
 def read(path: Path, *, fs: float | None = None) -> RawRecord:
     fname = path.name
     if path.stat().st_size > MAX_MAT_BYTES:
-        raise _fail(fname, "the .mat file is too large to be an ECG.")
+        raise read_error(fname, "the .mat file is too large to be an ECG.")
     content = {k: v for k, v in _load(path).items() if not k.startswith("__")}
     keys = {k.lower(): k for k in content}
     warnings: list[str] = []
@@ -121,7 +117,7 @@ def read(path: Path, *, fs: float | None = None) -> RawRecord:
             warnings.append("The file does not store its sampling rate; 500 Hz was assumed, "
                             "as documented for CPSC 2018 recordings.")
     elif "val" in keys and not any(k in keys for k in _SIGNAL_KEYS):
-        raise _fail(fname, "this is a PhysioNet signal file ('val' in ADC units); upload its .hea "
+        raise read_error(fname, "this is a PhysioNet signal file ('val' in ADC units); upload its .hea "
                            "header with it.")
     else:
         sig_key = next((keys[k] for k in _SIGNAL_KEYS if k in keys), None)
@@ -129,7 +125,7 @@ def read(path: Path, *, fs: float | None = None) -> RawRecord:
             numeric = [k for k, v in content.items() if isinstance(v, np.ndarray)
                        and v.dtype.kind in "biuf" and v.size > 16]
             if len(numeric) != 1:
-                raise _fail(fname, "found no variable holding an ECG (such as feats, signal, ecg "
+                raise read_error(fname, "found no variable holding an ECG (such as feats, signal, ecg "
                                    "or data) in the .mat file.")
             sig_key = numeric[0]
         signal = np.asarray(content[sig_key])
@@ -155,26 +151,19 @@ def read(path: Path, *, fs: float | None = None) -> RawRecord:
             if units and len(set(units)) == 1:
                 unit = units[0]
     if signal.dtype.kind not in "biuf":
-        raise _fail(fname, "the ECG variable does not hold numbers.")
+        raise read_error(fname, "the ECG variable does not hold numbers.")
     stated = rate is not None and fmt != "cpsc2018-mat"
     if not stated and fs is not None:
         rate = float(fs)
     if rate is None:
-        raise _fail(fname, "the file does not state its sampling rate; give the sampling rate (fs).")
+        raise read_error(fname, "the file does not state its sampling rate; give the sampling rate (fs).")
     data = orient(signal.astype(np.float64, copy=False), fname, names)
     if data.shape[1] == 0:
-        raise _fail(fname, "the ECG variable holds no samples.")
+        raise read_error(fname, "the ECG variable holds no samples.")
     n = data.shape[0]
     if names is None or len(names) != n:
-        if n == 12:
-            names = list(STANDARD_LEADS)
-            warnings.append("The file names no leads; its 12 signals were assumed to be in the "
-                            "standard order I, II, III, aVR, aVL, aVF, V1-V6.")
-        elif n == 1:
-            names = ["ECG"]
-        else:
-            raise _fail(fname, f"the file names no leads and holds {n} signals; only a single "
-                               "signal or exactly 12 (standard order) can be read without lead names.")
+        names, assumed = names_for_unnamed(fname, n, "signals")
+        warnings.extend([assumed] if assumed else [])
     scale = voltage_scale(unit) if unit else None
     if not unit and fmt in ("code15-mat", "cpsc2018-mat"):
         unit, scale = "mV (dataset documentation)", 1.0

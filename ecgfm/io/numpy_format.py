@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ECGReadError
-from .leads import Channel, RawRecord, voltage_scale
-from .record import STANDARD_LEADS
+from .leads import Channel, RawRecord, names_for_unnamed, voltage_scale
+from .record import read_error
 
 MAX_VALUES = 40_000_000
 _SIGNAL_KEYS = ("signal", "signals", "ecg", "data", "x", "sig", "val", "feats", "waveform", "p_signal")
@@ -22,10 +22,6 @@ _RATE_KEYS = ("fs", "sampling_rate", "sample_rate", "sampling_frequency", "sfreq
               "frequency", "org_sample_rate", "fs_hz")
 _LEAD_KEYS = ("leads", "lead_names", "labels", "channels", "sig_name", "ch_names", "channel_names")
 _UNIT_KEYS = ("units", "unit")
-
-
-def _fail(fname: str, what: str) -> ECGReadError:
-    return ECGReadError(f"{fname}: {what}")
 
 
 def orient(array: np.ndarray, fname: str, names: list[str] | None = None) -> np.ndarray:
@@ -36,7 +32,7 @@ def orient(array: np.ndarray, fname: str, names: list[str] | None = None) -> np.
         array = array.reshape([d for d in array.shape if d != 1] or [1])
         return orient(array, fname, names)
     if array.ndim != 2:
-        raise _fail(fname, f"the array has shape {array.shape}; an ECG must be 1-D or 2-D "
+        raise read_error(fname, f"the array has shape {array.shape}; an ECG must be 1-D or 2-D "
                            "(leads x samples).")
     rows, cols = array.shape
     if names is not None and len(names) in (rows, cols) and rows != cols:
@@ -54,25 +50,18 @@ def _as_names(value) -> list[str] | None:
 def _channels(signal: np.ndarray, fname: str, fs: float | None, names, unit: str,
               warnings: list[str]) -> list[Channel]:
     if signal.dtype.kind not in "biuf":
-        raise _fail(fname, f"the array holds {signal.dtype} values, not numbers.")
+        raise read_error(fname, f"the array holds {signal.dtype} values, not numbers.")
     if signal.size > MAX_VALUES:
-        raise _fail(fname, f"the array holds {signal.size} values, too many to read at once.")
+        raise read_error(fname, f"the array holds {signal.size} values, too many to read at once.")
     data = orient(np.asarray(signal), fname, names)
     if data.shape[1] == 0:
-        raise _fail(fname, "the array holds no samples.")
+        raise read_error(fname, "the array holds no samples.")
     if fs is None:
-        raise _fail(fname, "the file does not state its sampling rate; give the sampling rate (fs).")
+        raise read_error(fname, "the file does not state its sampling rate; give the sampling rate (fs).")
     n = data.shape[0]
     if names is None or len(names) != n:
-        if n == 12:
-            names = list(STANDARD_LEADS)
-            warnings.append("The file names no leads; its 12 rows were assumed to be in the "
-                            "standard order I, II, III, aVR, aVL, aVF, V1-V6.")
-        elif n == 1:
-            names = ["ECG"]
-        else:
-            raise _fail(fname, f"the file names no leads and holds {n} signals; only a single "
-                               "signal or exactly 12 (standard order) can be read without lead names.")
+        names, assumed = names_for_unnamed(fname, n, "rows")
+        warnings.extend([assumed] if assumed else [])
     scale = voltage_scale(unit) if unit else None
     return [Channel(name=names[i], data=data[i].astype(np.float64), fs=float(fs), unit=unit,
                     scale=scale) for i in range(n)]
@@ -83,7 +72,7 @@ def read_npy(path: Path, *, fs: float | None = None) -> RawRecord:
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except Exception:  # noqa: BLE001
-        raise _fail(fname, "this is not a readable NumPy .npy array.") from None
+        raise read_error(fname, "this is not a readable NumPy .npy array.") from None
     warnings: list[str] = []
     channels = _channels(array, fname, fs, None, "", warnings)
     return RawRecord(name=path.name, format="npy", channels=channels, warnings=warnings,
@@ -96,12 +85,12 @@ def read_npz(path: Path, *, fs: float | None = None) -> RawRecord:
         with zipfile.ZipFile(path) as zf:
             total = sum(info.file_size for info in zf.infolist())
             if len(zf.infolist()) > 100 or total > 8 * MAX_VALUES + 10_000_000:
-                raise _fail(fname, "the .npz archive is too large to be an ECG.")
+                raise read_error(fname, "the .npz archive is too large to be an ECG.")
         archive = np.load(path, allow_pickle=False)
     except ECGReadError:
         raise
     except Exception:  # noqa: BLE001
-        raise _fail(fname, "this is not a readable NumPy .npz archive.") from None
+        raise read_error(fname, "this is not a readable NumPy .npz archive.") from None
     with archive:
         keys = {k.lower(): k for k in archive.files}
         sig_key = next((keys[k] for k in _SIGNAL_KEYS if k in keys), None)
@@ -109,20 +98,20 @@ def read_npz(path: Path, *, fs: float | None = None) -> RawRecord:
             numeric = [k for k in archive.files if archive[k].ndim >= 1 and archive[k].size > 16
                        and archive[k].dtype.kind in "biuf"]
             if len(numeric) != 1:
-                raise _fail(fname, "the .npz archive has no array named signal, ecg or data, and "
+                raise read_error(fname, "the .npz archive has no array named signal, ecg or data, and "
                                    "not exactly one array that could be the signal.")
             sig_key = numeric[0]
         try:
             signal = archive[sig_key]
         except Exception:  # noqa: BLE001
-            raise _fail(fname, f"the array '{sig_key}' cannot be read without unpickling objects.") from None
+            raise read_error(fname, f"the array '{sig_key}' cannot be read without unpickling objects.") from None
         rate = None
         rate_key = next((keys[k] for k in _RATE_KEYS if k in keys), None)
         if rate_key is not None:
             try:
                 rate = float(np.asarray(archive[rate_key]).ravel()[0])
             except Exception:  # noqa: BLE001
-                raise _fail(fname, f"the sampling rate '{rate_key}' is not a number.") from None
+                raise read_error(fname, f"the sampling rate '{rate_key}' is not a number.") from None
         names = None
         lead_key = next((keys[k] for k in _LEAD_KEYS if k in keys), None)
         if lead_key is not None:

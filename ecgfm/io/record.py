@@ -11,6 +11,11 @@ STANDARD_LEADS: tuple[str, ...] = ("I", "II", "III", "aVR", "aVL", "aVF",
                                    "V1", "V2", "V3", "V4", "V5", "V6")
 
 
+def read_error(name: str, what: str) -> ECGReadError:
+    """The one form every reading failure takes: the file's name, then what is wrong with it."""
+    return ECGReadError(f"{name}: {what}")
+
+
 @dataclass
 class ECGRecord:
     """An ECG in millivolts, with everything a reader learnt about it and nothing about the patient.

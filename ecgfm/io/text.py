@@ -15,19 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ECGReadError
-from .leads import Channel, RawRecord, voltage_scale
-from .record import STANDARD_LEADS
+from .leads import Channel, RawRecord, names_for_unnamed, voltage_scale
+from .record import read_error
 
 MAX_TEXT_BYTES = 100_000_000
 _TIME_NAMES = re.compile(r"^(time|t|times|timestamp|sec|secs|seconds|elapsed|elapsed time|ms|"
                          r"time_ms|time_s|time \(s\)|time \(ms\)|time\[s\]|time\[ms\])$", re.I)
 _INDEX_NAMES = re.compile(r"^(index|idx|sample|samples|sample #|sample number|n|no|nr|#|"
                           r"sample_index|sample index)$", re.I)
-
-
-def _fail(fname: str, what: str) -> ECGReadError:
-    return ECGReadError(f"{fname}: {what}")
 
 
 def _is_number(token: str) -> bool:
@@ -120,7 +115,7 @@ def _parse(lines: list[str], delim: str | None, width: int, fname: str) -> np.nd
                             dtype=np.float64, na_values=["", "-", "NA", "NaN", "nan"],
                             skip_blank_lines=True, engine="c")
     except (ValueError, pd.errors.ParserError):
-        raise _fail(fname, "some fields are not numbers, so this is not a table of ECG "
+        raise read_error(fname, "some fields are not numbers, so this is not a table of ECG "
                            "samples.") from None
     return frame.to_numpy(dtype=np.float64)
 
@@ -129,11 +124,11 @@ def read(path: Path, *, fs: float | None = None) -> RawRecord:
     fname = path.name
     size = path.stat().st_size
     if size > MAX_TEXT_BYTES:
-        raise _fail(fname, f"the text file is {size / 1e6:.0f} MB, more than the "
+        raise read_error(fname, f"the text file is {size / 1e6:.0f} MB, more than the "
                            f"{MAX_TEXT_BYTES / 1e6:.0f} MB a text ECG may have.")
     raw = path.read_bytes()
     if b"\x00" in raw[:4096] and not raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise _fail(fname, "this is a binary file, not a text ECG.")
+        raise read_error(fname, "this is a binary file, not a text ECG.")
     for enc in ("utf-8-sig", "utf-16", "latin-1"):
         try:
             text = raw.decode(enc)
@@ -146,7 +141,7 @@ def read(path: Path, *, fs: float | None = None) -> RawRecord:
     comments = [ln for ln in all_lines if ln.lstrip().startswith(("#", "%", "//"))]
     lines = [ln for ln in all_lines if ln.strip() and not ln.lstrip().startswith(("#", "%", "//"))]
     if not lines:
-        raise _fail(fname, "the text file holds no data rows.")
+        raise read_error(fname, "the text file holds no data rows.")
     meta = _comment_metadata(comments)
     delim = _delimiter(lines)
 
@@ -159,11 +154,11 @@ def read(path: Path, *, fs: float | None = None) -> RawRecord:
         header = [tok.strip().strip('"').strip("'") for tok in first]
         lines = lines[1:]
         if not lines:
-            raise _fail(fname, "the text file has a header row but no data rows.")
+            raise read_error(fname, "the text file has a header row but no data rows.")
     counts = [ln.count(delim) + 1 if delim else len(ln.split()) for ln in lines]
     width = max(counts)
     if width > 1000:
-        raise _fail(fname, f"the text file has {width} columns, too many for an ECG.")
+        raise read_error(fname, f"the text file has {width} columns, too many for an ECG.")
     values = _parse(lines, delim, width, fname)
     if header is not None and len(header) < width and np.isnan(values[:, len(header):]).all():
         values = values[:, : len(header)]  # trailing delimiters after the named columns
@@ -185,7 +180,7 @@ def read(path: Path, *, fs: float | None = None) -> RawRecord:
                 time_col = i
                 rate = _rate_from_time(values[:, i], name)
                 if rate is None:
-                    raise _fail(fname, f"the time column '{name}' is not evenly spaced, so the "
+                    raise read_error(fname, f"the time column '{name}' is not evenly spaced, so the "
                                        "sampling rate cannot be read from it.")
                 break
             if _INDEX_NAMES.match(label):
@@ -213,23 +208,15 @@ def read(path: Path, *, fs: float | None = None) -> RawRecord:
     elif fs is not None:
         rate = float(fs)
     else:
-        raise _fail(fname, "the file does not state its sampling rate; give the sampling rate (fs).")
+        raise read_error(fname, "the file does not state its sampling rate; give the sampling rate (fs).")
 
     n_cols = values.shape[1]
     if n_cols == 0:
-        raise _fail(fname, "the text file holds no signal columns.")
+        raise read_error(fname, "the text file holds no signal columns.")
     units = [""] * n_cols
     if names is None:
-        if n_cols == 12:
-            names = list(STANDARD_LEADS)
-            warnings.append("The file names no leads; its 12 columns were assumed to be in the "
-                            "standard order I, II, III, aVR, aVL, aVF, V1-V6.")
-        elif n_cols == 1:
-            names = ["ECG"]
-        else:
-            raise _fail(fname, f"the file names no leads and has {n_cols} columns; only a single "
-                               "column or exactly 12 columns (standard order) can be read without "
-                               "a header row of lead names.")
+        names, assumed = names_for_unnamed(fname, n_cols, "columns")
+        warnings.extend([assumed] if assumed else [])
     else:
         split_names = [_split_name_unit(n) for n in names]
         names = [n for n, _ in split_names]

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ECGReadError
 from .leads import Channel, RawRecord, voltage_scale
+from .record import read_error
 
 # Bits per stored sample, per WFDB storage format; compressed FLAC formats (5xx) have no fixed size.
 _BITS = {"8": 8, "16": 16, "24": 24, "32": 32, "61": 16, "80": 8, "160": 16, "212": 12,
@@ -82,20 +82,16 @@ def _stated_rate(header_path: Path) -> str | None:
     return None
 
 
-def _fail(hea: str, what: str) -> ECGReadError:
-    return ECGReadError(f"{hea}: {what}")
-
-
 def _check_files(header, directory: Path, hea: str) -> int:
     """Check that every signal file exists and holds what the header says; return sig_len."""
     names = list(header.file_name or [])
     if not names:
-        raise _fail(hea, "the header lists no signals.")
+        raise read_error(hea, "the header lists no signals.")
     for name in set(names):
         if "/" in name or "\\" in name or name in ("..", "."):
-            raise _fail(hea, f"the header refers to a signal file outside its folder ({name}).")
+            raise read_error(hea, f"the header refers to a signal file outside its folder ({name}).")
         if not (directory / name).is_file():
-            raise _fail(hea, f"the signal file {name} is missing; upload it together with the header.")
+            raise read_error(hea, f"the signal file {name} is missing; upload it together with the header.")
     sig_len = header.sig_len
     lengths = []
     for name in dict.fromkeys(names):
@@ -104,18 +100,18 @@ def _check_files(header, directory: Path, hea: str) -> int:
         if fmt in _COMPRESSED:
             continue
         if fmt not in _BITS:
-            raise _fail(hea, f"WFDB storage format {fmt} is not supported.")
+            raise read_error(hea, f"WFDB storage format {fmt} is not supported.")
         spf = sum(int(header.samps_per_frame[i] or 1) for i in idx)
         offset = int(header.byte_offset[idx[0]] or 0)
         size = (directory / name).stat().st_size
         available = max(0, size - offset) * 8 // (_BITS[fmt] * spf) if spf else 0
         lengths.append(int(available))
         if sig_len is not None and available < sig_len:
-            raise _fail(hea, f"the signal file {name} holds {available} samples per signal but the "
+            raise read_error(hea, f"the signal file {name} holds {available} samples per signal but the "
                              f"header declares {sig_len} (the file is truncated or the header is wrong).")
     if sig_len is None:
         if not lengths:
-            raise _fail(hea, "the header gives no record length for its compressed signal file.")
+            raise read_error(hea, "the header gives no record length for its compressed signal file.")
         sig_len = min(lengths)
     return int(sig_len)
 
@@ -126,7 +122,7 @@ def _check_rate(fs, hea: str) -> float:
     except (TypeError, ValueError):
         fs = float("nan")
     if not math.isfinite(fs) or fs <= 0:
-        raise _fail(hea, f"the header gives a sampling rate of {fs:g} Hz, which is impossible.")
+        raise read_error(hea, f"the header gives a sampling rate of {fs:g} Hz, which is impossible.")
     return fs
 
 
@@ -138,7 +134,7 @@ def read(header_path: Path, *, start_s: float = 0.0, duration_s: float | None = 
     directory = header_path.parent
     record_path = str(directory / header_path.stem)
     if header_path.stat().st_size > MAX_HEADER_BYTES:
-        raise _fail(hea, "the header is too large to be a WFDB header.")
+        raise read_error(hea, "the header is too large to be a WFDB header.")
     stated = _stated_rate(header_path)
     if stated is not None:
         try:
@@ -146,12 +142,12 @@ def read(header_path: Path, *, start_s: float = 0.0, duration_s: float | None = 
         except ValueError:
             value = float("nan")
         if not math.isfinite(value) or value <= 0:
-            raise _fail(hea, f"the header gives the sampling rate '{stated[:20]}', which is not a "
+            raise read_error(hea, f"the header gives the sampling rate '{stated[:20]}', which is not a "
                              "positive number.")
     try:
         header = wfdb.rdheader(record_path)
     except Exception:  # noqa: BLE001 - wfdb raises many kinds; the user needs one sentence
-        raise _fail(hea, "this is not a valid WFDB header.") from None
+        raise read_error(hea, "this is not a valid WFDB header.") from None
 
     fs = _check_rate(header.fs, hea)
     segmented = getattr(header, "seg_name", None) is not None
@@ -161,14 +157,14 @@ def read(header_path: Path, *, start_s: float = 0.0, duration_s: float | None = 
             if seg_name == "~":
                 continue
             if "/" in seg_name or "\\" in seg_name or seg_name in ("..", "."):
-                raise _fail(hea, f"the header refers to a segment outside its folder ({seg_name}).")
+                raise read_error(hea, f"the header refers to a segment outside its folder ({seg_name}).")
             if not (directory / f"{seg_name}.hea").is_file():
-                raise _fail(hea, f"the segment header {seg_name}.hea is missing; upload all segment "
+                raise read_error(hea, f"the segment header {seg_name}.hea is missing; upload all segment "
                                  "files together with the master header.")
             try:
                 seg = wfdb.rdheader(str(directory / seg_name))
             except Exception:  # noqa: BLE001
-                raise _fail(hea, f"the segment header {seg_name}.hea is not a valid WFDB header.") from None
+                raise read_error(hea, f"the segment header {seg_name}.hea is not a valid WFDB header.") from None
             _check_rate(seg.fs, f"{seg_name}.hea")
             if seg.file_name:
                 _check_files(seg, directory, f"{seg_name}.hea")
@@ -179,22 +175,22 @@ def read(header_path: Path, *, start_s: float = 0.0, duration_s: float | None = 
         sig_len = _check_files(header, directory, hea)
         values_per_frame = sum(int(s or 1) for s in header.samps_per_frame)
     if sig_len <= 0:
-        raise _fail(hea, "the record holds no samples.")
+        raise read_error(hea, "the record holds no samples.")
 
     first = int(round(start_s * fs))
     if first >= sig_len:
-        raise _fail(hea, f"the window starts at {start_s:g} s, after the end of the "
+        raise read_error(hea, f"the window starts at {start_s:g} s, after the end of the "
                          f"{sig_len / fs:.1f} s recording.")
     last = sig_len if duration_s is None else min(sig_len, first + max(1, int(round(duration_s * fs))))
     if (last - first) * values_per_frame > MAX_VALUES:
-        raise _fail(hea, f"the recording is {sig_len / fs / 60:.0f} min long, too long to read at once; "
+        raise read_error(hea, f"the recording is {sig_len / fs / 60:.0f} min long, too long to read at once; "
                          "choose a shorter window (start and duration).")
 
     multi_rate = segmented or values_per_frame > len(header.sig_name or [])
     try:
         rec = wfdb.rdrecord(record_path, sampfrom=first, sampto=last, smooth_frames=not multi_rate)
     except Exception:  # noqa: BLE001
-        raise _fail(hea, "the signal files could not be decoded as the header describes them "
+        raise read_error(hea, "the signal files could not be decoded as the header describes them "
                          "(corrupt or truncated).") from None
 
     channels = []
@@ -209,6 +205,6 @@ def read(header_path: Path, *, start_s: float = 0.0, duration_s: float | None = 
         channels.append(Channel(name=str(name), data=data, fs=frame_fs * spf_read[i], unit=unit,
                                 scale=voltage_scale(unit)))
     if not channels:
-        raise _fail(hea, "the header lists no signals.")
+        raise read_error(hea, "the header lists no signals.")
     return RawRecord(name=header_path.name, format="wfdb", channels=channels, windowed=True,
                      start_s=first / fs, total_duration_s=sig_len / fs)

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import wfdb
 
-import ecgfm.io as io
 from ecgfm.errors import ECGReadError
 from ecgfm.io import read_ecg, read_ecgs
 from ecgfm.io.record import STANDARD_LEADS, ECGRecord
