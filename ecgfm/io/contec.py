@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ECGReadError
-from .record import ECGRecord
+from .record import ECGRecord, check_file_size
 
 FORMAT = "Contec ECG90A"
 FS = 800.0
@@ -53,11 +53,8 @@ def sniff(path: Path, head: bytes) -> bool:
 def read(path: Path) -> ECGRecord:
     path = Path(path)
     name = path.name
+    check_file_size(path, MAX_BYTES, "Contec ECG90A")
     try:
-        size = path.stat().st_size
-        if size > MAX_BYTES:
-            raise ECGReadError(f"{name}: the file is {size / 2**20:.0f} MB, larger than the "
-                               f"{MAX_BYTES / 2**20:.0f} MB accepted for Contec ECG90A files.")
         data = path.read_bytes()
     except OSError:
         raise ECGReadError(f"{name}: the file cannot be read.") from None

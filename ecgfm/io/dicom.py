@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ECGReadError
-from .record import ECGRecord
+from .record import ECGRecord, check_file_size
 
 FORMAT = "DICOM 12-lead ECG"
 MAX_BYTES = 256 * 1024 * 1024
@@ -123,13 +123,7 @@ def _pick_group(groups, name: str) -> int:
 def read(path: Path) -> ECGRecord:
     path = Path(path)
     name = path.name
-    try:
-        size = path.stat().st_size
-    except OSError:
-        raise ECGReadError(f"{name}: the file cannot be opened.") from None
-    if size > MAX_BYTES:
-        raise ECGReadError(f"{name}: the file is {size / 2**20:.0f} MB, larger than the "
-                           f"{MAX_BYTES / 2**20:.0f} MB accepted for DICOM files.")
+    check_file_size(path, MAX_BYTES, "DICOM")
     try:
         import pydicom
     except ImportError:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -14,6 +15,20 @@ STANDARD_LEADS: tuple[str, ...] = ("I", "II", "III", "aVR", "aVL", "aVF",
 def read_error(name: str, what: str) -> ECGReadError:
     """The one form every reading failure takes: the file's name, then what is wrong with it."""
     return ECGReadError(f"{name}: {what}")
+
+
+def check_file_size(path: Path, limit_bytes: int, what: str) -> int:
+    """The file's size, refusing an empty one or one too large for its format before it is read."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        raise read_error(path.name, "the file cannot be opened.") from None
+    if size > limit_bytes:
+        raise read_error(path.name, f"the file is {size / 2**20:.0f} MB, larger than the "
+                                    f"{limit_bytes / 2**20:.0f} MB accepted for {what} files.")
+    if size == 0:
+        raise read_error(path.name, "the file is empty.")
+    return size
 
 
 @dataclass

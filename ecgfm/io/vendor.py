@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import ECGReadError
 from . import contec, dicom
-from .record import ECGRecord
+from .record import ECGRecord, check_file_size
 
 MAX_XML_BYTES = 100 * 1024 * 1024  # a 10 s 12-lead document is well under 1 MB
 MAX_SCP_BYTES = 64 * 1024 * 1024
@@ -111,19 +111,6 @@ _FORMAT_NAMES = {"muse": "GE MUSE XML", "philips": "Philips Sierra XML", "hl7": 
 _XML_KINDS = ("philips", "muse", "hl7")  # Philips first: the MUSE sniffer defers to it anyway
 
 
-def _check_size(path: Path, limit: int, what: str) -> int:
-    try:
-        size = path.stat().st_size
-    except OSError:
-        raise ECGReadError(f"{path.name}: the file cannot be opened.") from None
-    if size > limit:
-        raise ECGReadError(f"{path.name}: the file is {size / 2**20:.0f} MB, larger than the "
-                           f"{limit / 2**20:.0f} MB accepted for {what} files.")
-    if size == 0:
-        raise ECGReadError(f"{path.name}: the file is empty.")
-    return size
-
-
 def _decode_with_ecgdatakit(path: Path, kind: str):
     """Run ecgdatakit's parser for `kind`; every failure becomes one ECGReadError sentence."""
     from ecgdatakit.exceptions import UnsupportedFormatError
@@ -131,7 +118,7 @@ def _decode_with_ecgdatakit(path: Path, kind: str):
     name = path.name
     fmt = _FORMAT_NAMES[kind]
     if kind in _XML_KINDS:
-        _check_size(path, MAX_XML_BYTES, "XML")
+        check_file_size(path, MAX_XML_BYTES, "XML")
         try:
             raw = path.read_bytes()
         except OSError:
@@ -139,7 +126,7 @@ def _decode_with_ecgdatakit(path: Path, kind: str):
         check_xml_safe(raw, name)
         del raw
     else:
-        _check_size(path, MAX_SCP_BYTES, fmt)
+        check_file_size(path, MAX_SCP_BYTES, fmt)
     try:
         with warnings.catch_warnings():
             # ecgdatakit warnings can quote paths or file content: never let them reach a log
