@@ -63,15 +63,15 @@ def synthetic_ecg(seconds: float = 10.0, fs: int = 500, seed: int = 0):
     return signal.astype(np.float64)
 
 
-def write_ecg_file() -> list[Path]:
+def write_ecg_file(name: str = "bench10s") -> list[Path]:
     """A 10 s, 12-lead, 500 Hz WFDB record (.hea + .dat), as a user would pass it to the CLI."""
     import wfdb
 
     folder = CACHE / "ecg"
     folder.mkdir(parents=True, exist_ok=True)
-    files = [folder / "bench10s.hea", folder / "bench10s.dat"]
+    files = [folder / f"{name}.hea", folder / f"{name}.dat"]
     if not all(f.is_file() for f in files):
-        wfdb.wrsamp("bench10s", fs=500, units=["mV"] * 12, p_signal=synthetic_ecg(),
+        wfdb.wrsamp(name, fs=500, units=["mV"] * 12, p_signal=synthetic_ecg(),
                     sig_name=["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"],
                     fmt=["16"] * 12, adc_gain=[1000.0] * 12, baseline=[0] * 12, write_dir=str(folder))
     return files
@@ -239,6 +239,7 @@ def cold_start(checkpoint: Path, files: list[Path], repeats: int, modes) -> dict
                      "printed": json.loads(runs[0][2].splitlines()[0])["probabilities"] is not None}
     for mode in modes:
         phases = []
+        _run_child_rss([python, "-c", _PHASES, str(checkpoint), mode, *map(str, files)], env)  # writes its cache
         for _ in range(repeats):
             wall, rss, out = _run_child_rss([python, "-c", _PHASES, str(checkpoint), mode, *map(str, files)], env)
             phases.append((wall, rss, json.loads(out.strip().splitlines()[-1])["phases"]))
@@ -286,18 +287,25 @@ def app_throughput(checkpoint: Path, files: list[Path], clients=(1, 4, 16), seco
         else:
             return {"error": "app.py did not load the model within 120 s"}
         results = {}
+        # Each client its own record (same signal, other name): identical uploads share one path in
+        # Gradio's upload cache, and the app deletes uploads after use.
+        per_client = [write_ecg_file(f"bench10s_client{i}") for i in range(max(clients))]
         for n in clients:
             handles = [Client(base + "/", verbose=False) for _ in range(n)]
-            done, errors = [0] * n, [0] * n
+            done, errors, messages = [0] * n, [0] * n, []
+            latencies: list[float] = []
             stop = time.monotonic() + seconds
 
             def worker(i: int) -> None:
                 while time.monotonic() < stop:
+                    sent = time.monotonic()
                     try:
-                        handles[i].predict([handle_file(str(f)) for f in files], api_name="/predict")
+                        handles[i].predict([handle_file(str(f)) for f in per_client[i]], api_name="/predict")
                         done[i] += 1
-                    except Exception:
+                        latencies.append(time.monotonic() - sent)
+                    except Exception as exc:
                         errors[i] += 1
+                        messages.append(f"{type(exc).__name__}: {str(exc)[:200]}")
 
             handles[0].predict([handle_file(str(f)) for f in files], api_name="/predict")  # warm
             start = time.monotonic()
@@ -308,7 +316,9 @@ def app_throughput(checkpoint: Path, files: list[Path], clients=(1, 4, 16), seco
                 t.join()
             elapsed = time.monotonic() - start
             results[str(n)] = {"requests": sum(done), "errors": sum(errors), "seconds": elapsed,
-                               "requests_per_s": sum(done) / elapsed}
+                               "requests_per_s": sum(done) / elapsed,
+                               "median_latency_s": statistics.median(latencies) if latencies else None,
+                               "error_kinds": sorted(set(messages))[:5]}
         return results
     finally:
         server.terminate()
@@ -374,6 +384,9 @@ def report(results: dict) -> str:
     else:
         lines.append("app /predict on loopback: " + ", ".join(
             f"{n} client(s) {r['requests_per_s']:.2f} req/s ({r['errors']} errors)" for n, r in app.items()))
+        for n, r in app.items():
+            for kind in r["error_kinds"]:
+                lines.append(f"  {n} client(s) error: {kind}")
     return "\n".join(lines)
 
 

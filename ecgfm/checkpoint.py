@@ -256,7 +256,7 @@ def build_model(dims: ModelDims, state: dict[str, torch.Tensor], name: str = "ch
     with torch.device("meta"):
         model = ECGFM(dims)
         if int8:
-            quantize_int8(model)
+            quantize_int8(model, empty=True)
     expected = model.state_dict()
     for key, tensor in state.items():
         if tuple(tensor.shape) != tuple(expected[key].shape):

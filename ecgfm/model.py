@@ -244,16 +244,26 @@ class Int8Linear(nn.Module):
     (`torch._int_mm`) and are rescaled in fp32.
     """
 
-    def __init__(self, linear: nn.Linear):
+    def __init__(self, linear: nn.Linear, empty: bool = False):
+        """Quantise `linear`; with `empty`, only allocate (e.g. on the meta device, to load into)."""
         super().__init__()
-        weight = linear.weight.detach().float()
-        scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127.0
-        weight_int8 = torch.round(weight / scale[:, None]).to(torch.int8)
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        device = linear.weight.device
+        if empty:  # factories only: computing on meta tensors would import torch._dynamo (~1.4 s)
+            weight_int8 = torch.empty(self.out_features, self.in_features, dtype=torch.int8, device=device)
+            scale = torch.empty(self.out_features, device=device)
+            weight_sum = torch.empty(self.out_features, device=device)
+            bias = None if linear.bias is None else torch.empty(self.out_features, device=device)
+        else:
+            weight = linear.weight.detach().float()
+            scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127.0
+            weight_int8 = torch.round(weight / scale[:, None]).to(torch.int8)
+            weight_sum = weight_int8.sum(dim=1, dtype=torch.int32).float() * scale  # ΣW per output
+            bias = None if linear.bias is None else linear.bias.detach().float().clone()
         self.register_buffer("weight_int8", weight_int8)  # [N, K]
         self.register_buffer("weight_scale", scale)
-        self.register_buffer("weight_sum", weight_int8.sum(dim=1, dtype=torch.int32).float() * scale)  # ΣW per output
-        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float().clone())
-        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.register_buffer("weight_sum", weight_sum)
+        self.register_buffer("bias", bias)
 
     # Rows per block: the quantise → int8 product → rescale chain of one block stays in the CPU's
     # caches, where one pass over a whole large batch would stream every intermediate through memory.
@@ -284,16 +294,17 @@ class Int8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8"
 
 
-def quantize_int8(model: ECGFM) -> ECGFM:
+def quantize_int8(model: ECGFM, empty: bool = False) -> ECGFM:
     """Replace the transformer's Linear layers (>95% of the work) by `Int8Linear`, in place.
 
     The feature convolutions, the positional conv, every norm and the 17-label head stay in fp32.
+    `empty`: the structure only, for loading quantised weights into (see `checkpoint.build_model`).
     """
     for layer in model.layers:
-        layer.attention.qkv_proj = Int8Linear(layer.attention.qkv_proj)
-        layer.attention.out_proj = Int8Linear(layer.attention.out_proj)
-        layer.fc1 = Int8Linear(layer.fc1)
-        layer.fc2 = Int8Linear(layer.fc2)
+        layer.attention.qkv_proj = Int8Linear(layer.attention.qkv_proj, empty)
+        layer.attention.out_proj = Int8Linear(layer.attention.out_proj, empty)
+        layer.fc1 = Int8Linear(layer.fc1, empty)
+        layer.fc2 = Int8Linear(layer.fc2, empty)
     return model
 
 
