@@ -211,3 +211,17 @@ def test_int8_cache_gives_the_same_quantised_model(tmp_path, monkeypatch):
     second = set_precision(load_checkpoint(path, sha256=digest, precision="int8"), "int8")
     assert isinstance(second.layers[0].fc1, Int8Linear) and second.layers[0].fc1.weight_int8.dtype == torch.int8
     assert torch.equal(probabilities(second, source), probabilities(first, source))
+
+
+def test_in_place_gelu_leaves_hooked_outputs_alone(conformance_dir):
+    model = load_checkpoint(conformance_dir / "tiny_classifier.pt")
+    seen = {}
+    fc1 = model.layers[0].fc1
+    handles = [fc1.register_forward_hook(lambda m, i, o: seen.update(inp=i[0], out=o)),
+               model.feature_extractor.convs[1].register_forward_hook(lambda m, i, o: seen.update(conv=o, conv_in=i[0]))]
+    with torch.inference_mode():
+        model(synthetic_segments(1))
+    for handle in handles:
+        handle.remove()
+    torch.testing.assert_close(seen["out"], torch.nn.functional.linear(seen["inp"], fc1.weight, fc1.bias))
+    torch.testing.assert_close(seen["conv"], model.feature_extractor.convs[1](seen["conv_in"]))
