@@ -64,7 +64,7 @@ def read(path: Path, *, start_s: float = 0.0, duration_s: float | None = None) -
             channels.append(Channel(name=reader.getLabel(i).strip(), data=np.asarray(data, np.float64),
                                     fs=fs, unit=unit, scale=voltage_scale(unit) if unit else None))
         warnings: list[str] = []
-        fmt = "bdf" if reader.filetype in (2, 3) else "edf"
+        fmt = "BDF" if reader.filetype in (2, 3) else "EDF"
     finally:
         reader.close()
     return RawRecord(name=path.name, format=fmt, channels=channels, warnings=warnings, windowed=True,

@@ -92,6 +92,9 @@ def _load_v73(path: Path) -> dict:
     return out
 
 
+MATLAB, CODE15, CPSC2018 = "MATLAB", "MATLAB (CODE-15%)", "MATLAB (CPSC 2018)"
+
+
 def read(path: Path, *, fs: float | None = None) -> RawRecord:
     fname = path.name
     if path.stat().st_size > MAX_MAT_BYTES:
@@ -99,7 +102,7 @@ def read(path: Path, *, fs: float | None = None) -> RawRecord:
     content = {k: v for k, v in _load(path).items() if not k.startswith("__")}
     keys = {k.lower(): k for k in content}
     warnings: list[str] = []
-    fmt = "mat"
+    fmt = MATLAB
     names = None
     rate = None
     unit = ""
@@ -109,7 +112,7 @@ def read(path: Path, *, fs: float | None = None) -> RawRecord:
         # CPSC 2018: struct ECG with data (and sex/age, deliberately ignored).
         struct = content[keys["ecg"]].ravel()[0]
         signal = np.asarray(struct["data"])
-        fmt = "cpsc2018-mat"
+        fmt = CPSC2018
         if signal.ndim == 2 and 12 in signal.shape:
             names = list(STANDARD_LEADS)
         if fs is None:
@@ -130,7 +133,7 @@ def read(path: Path, *, fs: float | None = None) -> RawRecord:
             sig_key = numeric[0]
         signal = np.asarray(content[sig_key])
         if sig_key.lower() == "feats":
-            fmt = "code15-mat"
+            fmt = CODE15
             if signal.ndim == 2 and 12 in signal.shape:
                 names = list(STANDARD_LEADS)
         for key in _RATE_KEYS:
@@ -138,7 +141,7 @@ def read(path: Path, *, fs: float | None = None) -> RawRecord:
                 rate = _scalar(content[keys[key]])
                 if rate is not None:
                     break
-        if fmt == "code15-mat" and "curr_sample_size" in keys and "curr_sample_rate" in keys:
+        if fmt == CODE15 and "curr_sample_size" in keys and "curr_sample_rate" in keys:
             n_curr = _scalar(content[keys["curr_sample_size"]])
             if n_curr is not None and int(n_curr) not in signal.shape and "org_sample_rate" in keys:
                 rate = _scalar(content[keys["org_sample_rate"]])
@@ -152,7 +155,7 @@ def read(path: Path, *, fs: float | None = None) -> RawRecord:
                 unit = units[0]
     if signal.dtype.kind not in "biuf":
         raise read_error(fname, "the ECG variable does not hold numbers.")
-    stated = rate is not None and fmt != "cpsc2018-mat"
+    stated = rate is not None and fmt != CPSC2018
     if not stated and fs is not None:
         rate = float(fs)
     if rate is None:
@@ -165,7 +168,7 @@ def read(path: Path, *, fs: float | None = None) -> RawRecord:
         names, assumed = names_for_unnamed(fname, n, "signals")
         warnings.extend([assumed] if assumed else [])
     scale = voltage_scale(unit) if unit else None
-    if not unit and fmt in ("code15-mat", "cpsc2018-mat"):
+    if not unit and fmt in (CODE15, CPSC2018):
         unit, scale = "mV (dataset documentation)", 1.0
     channels = [Channel(name=names[i], data=data[i], fs=rate, unit=unit, scale=scale)
                 for i in range(n)]

@@ -75,7 +75,7 @@ def read_npy(path: Path, *, fs: float | None = None) -> RawRecord:
         raise read_error(fname, "this is not a readable NumPy .npy array.") from None
     warnings: list[str] = []
     channels = _channels(array, fname, fs, None, "", warnings)
-    return RawRecord(name=path.name, format="npy", channels=channels, warnings=warnings,
+    return RawRecord(name=path.name, format="NumPy .npy", channels=channels, warnings=warnings,
                      extra={"fs_stated": False})
 
 
@@ -130,5 +130,5 @@ def read_npz(path: Path, *, fs: float | None = None) -> RawRecord:
     if not stated and fs is not None:
         rate = float(fs)
     channels = _channels(signal, fname, rate, names, unit, warnings)
-    return RawRecord(name=path.name, format="npz", channels=channels, warnings=warnings,
+    return RawRecord(name=path.name, format="NumPy .npz", channels=channels, warnings=warnings,
                      extra={"fs_stated": stated})

@@ -228,5 +228,5 @@ def read(path: Path, *, fs: float | None = None) -> RawRecord:
         scale = voltage_scale(unit) if unit else None
         channels.append(Channel(name=names[i] or f"column {i + 1}", data=values[:, i], fs=rate,
                                 unit=unit, scale=scale))
-    return RawRecord(name=path.name, format="text", channels=channels, warnings=warnings,
+    return RawRecord(name=path.name, format="Delimited text", channels=channels, warnings=warnings,
                      adc_bits=meta.get("bits"), extra={"fs_stated": stated is not None})

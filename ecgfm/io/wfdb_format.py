@@ -206,5 +206,5 @@ def read(header_path: Path, *, start_s: float = 0.0, duration_s: float | None = 
                                 scale=voltage_scale(unit)))
     if not channels:
         raise read_error(hea, "the header lists no signals.")
-    return RawRecord(name=header_path.name, format="wfdb", channels=channels, windowed=True,
+    return RawRecord(name=header_path.name, format="WFDB", channels=channels, windowed=True,
                      start_s=first / fs, total_duration_s=sig_len / fs)

@@ -30,7 +30,7 @@ def test_units_labels_and_flat_channels(tmp_path):
     _write(path, [i, ii, flat], ["ECG I", "ECG II", "V1"], ["uV", "uV", "uV"], [500] * 3)
     rec = read_ecg(path)
     quantum = 10000 / 65535 / 1000  # mV per digital step
-    assert rec.format == "edf" and rec.fs == 500 and rec.units == "uV"
+    assert rec.format == "EDF" and rec.fs == 500 and rec.units == "uV"
     assert rec.leads == ["I", "II", "III", "aVR", "aVL", "aVF", "V1"]
     np.testing.assert_allclose(rec.signal[0], i / 1000, atol=quantum)
     v1 = rec.signal[rec.leads.index("V1")]
@@ -69,7 +69,7 @@ def test_bdf(tmp_path):
                                             digital_min=-8388608, digital_max=8388607)]
     highlevel.write_edf(str(path), [ii], headers, file_type=pyedflib.FILETYPE_BDFPLUS)
     rec = read_ecg(path)
-    assert rec.format == "bdf" and rec.leads == ["II"]
+    assert rec.format == "BDF" and rec.leads == ["II"]
     np.testing.assert_allclose(rec.signal[0], ii / 1000, atol=1e-5)
 
 

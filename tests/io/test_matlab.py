@@ -21,7 +21,7 @@ def test_code15_feats(tmp_path):
     sio.savemat(path, {"org_sample_rate": 400, "curr_sample_rate": 400, "org_sample_size": 2934,
                        "curr_sample_size": 2934, "feats": feats, "idx": 5})
     rec = read_ecg(path)
-    assert rec.format == "code15-mat" and rec.fs == 400 and rec.leads == list(STANDARD_LEADS)
+    assert rec.format == "MATLAB (CODE-15%)" and rec.fs == 400 and rec.leads == list(STANDARD_LEADS)
     np.testing.assert_array_equal(rec.signal, feats)
     assert rec.duration_s == pytest.approx(7.335) and rec.warnings == []
 
@@ -31,7 +31,7 @@ def test_cpsc2018_struct_default_rate_and_no_demographics(tmp_path):
     path = tmp_path / "A0001.mat"
     sio.savemat(path, {"ECG": {"sex": "Female", "age": 49, "data": data}})
     rec = read_ecg(path)
-    assert rec.fs == 500 and rec.leads == list(STANDARD_LEADS) and rec.format == "cpsc2018-mat"
+    assert rec.fs == 500 and rec.leads == list(STANDARD_LEADS) and rec.format == "MATLAB (CPSC 2018)"
     np.testing.assert_allclose(rec.signal, data, atol=1e-6)
     assert any("500 Hz was assumed" in w for w in rec.warnings)
     text = repr({k: v for k, v in vars(rec).items() if k not in ("signal",)})

@@ -21,7 +21,7 @@ def test_npy_either_orientation_needs_fs(tmp_path, transpose):
     with pytest.raises(ECGReadError, match="x.npy.*give the sampling rate"):
         read_ecg(path)
     rec = read_ecg(path, fs=500)
-    assert rec.leads == list(STANDARD_LEADS) and rec.fs == 500 and rec.format == "npy"
+    assert rec.leads == list(STANDARD_LEADS) and rec.fs == 500 and rec.format == "NumPy .npy"
     np.testing.assert_array_equal(rec.signal, data)
     assert any("standard order" in w for w in rec.warnings)
 
@@ -40,7 +40,7 @@ def test_npz_with_rate_leads_and_units(tmp_path):
     np.savez(tmp_path / "e.npz", ecg=data, sampling_rate=np.array(250.0), leads=np.array(leads),
              units=np.array("uV"))
     rec = read_ecg(tmp_path / "e.npz")
-    assert rec.fs == 250 and rec.leads == list(STANDARD_LEADS) and rec.format == "npz"
+    assert rec.fs == 250 and rec.leads == list(STANDARD_LEADS) and rec.format == "NumPy .npz"
     assert rec.derived_leads == ["III", "aVR", "aVL", "aVF"]
     np.testing.assert_allclose(rec.signal[rec.leads.index("V3")], data[4] / 1000, rtol=1e-5)
 

@@ -23,7 +23,7 @@ def test_header_row_and_time_column(tmp_path):
                                 for i in range(1000)]
     path.write_text("\n".join(rows))
     rec = read_ecg(path)
-    assert rec.fs == 500 and rec.format == "text" and rec.name == "rec.csv"
+    assert rec.fs == 500 and rec.format == "Delimited text" and rec.name == "rec.csv"
     assert rec.leads == ["I", "II", "III", "aVR", "aVL", "aVF", "V1"]
     np.testing.assert_allclose(rec.signal[[0, 1, 6]], data, atol=1e-5)
 

@@ -32,7 +32,7 @@ def test_round_trip_within_quantisation(tmp_path, fmt):
     files = _write(tmp_path, "rt", signal, fmt=fmt)
     rec = read_ecg(files)
     ref = wfdb.rdrecord(str(tmp_path / "rt"))
-    assert rec.leads == list(STANDARD_LEADS) and rec.fs == 500 and rec.format == "wfdb"
+    assert rec.leads == list(STANDARD_LEADS) and rec.fs == 500 and rec.format == "WFDB"
     assert rec.name == "rt.hea" and rec.units == "mV" and rec.signal.dtype == np.float32
     quantum = 1 / np.min(ref.adc_gain)
     np.testing.assert_allclose(rec.signal, signal.T, atol=quantum)
