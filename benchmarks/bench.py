@@ -143,6 +143,7 @@ def forward_latency(model, x, rounds: int) -> dict:
     return {"segments": len(x), "latency_s": latency, "min_latency_s": min(latencies),
             "model_gflops": work / latency, "matmul_gflops": rate,
             "efficiency": statistics.median(work / t / r for t, r in zip(latencies, rates)),
+            "best_pair_efficiency": max(work / t / r for t, r in zip(latencies, rates)),
             "pairs": [{"latency_s": t, "matmul_gflops": r} for t, r in zip(latencies, rates)]}
 
 
@@ -338,13 +339,19 @@ def report(results: dict) -> str:
     lines = [f"ECG-FM benchmark — {results['machine']['cpu']}, {results['machine']['threads']} torch threads, "
              f"torch {results['machine']['torch']}, load average {results['load_before']} → {results['load_after']}",
              f"fp32 matmul ({MATMUL_N}²): {results['matmul_gflops']:.0f} GFLOP/s (median; the limit)", ""]
-    lines.append(f"{'mode':<6} {'B':>3} {'latency s':>10} {'GFLOP/s':>8} {'matmul':>7} {'efficiency':>10}  target")
+    if max(float(v) for v in results["load_before"].split()[:1] + results["load_after"].split()[:1]) \
+            > results["machine"]["allowed_cpus"] - 0.5:
+        lines.append("NOTE: other processes were using these cores; forward figures are pessimistic "
+                     "(see best-pair efficiency, and rerun on a quiet machine)")
+    lines.append(f"{'mode':<6} {'B':>3} {'latency s':>10} {'GFLOP/s':>8} {'matmul':>7} {'efficiency':>10} "
+                 f"{'best pair':>9}  target")
     for mode, runs in results["forward"].items():
         for run in runs:
             target = {16: TARGETS["efficiency_b16"], 2: TARGETS["efficiency_b2"]}.get(run["segments"])
             mark = f"≥{target:.2f} {_ok(run['efficiency'], target, True)}" if target and mode == "fp32" else ""
             lines.append(f"{mode:<6} {run['segments']:>3} {run['latency_s']:>10.3f} {run['model_gflops']:>8.0f} "
-                         f"{run['matmul_gflops']:>7.0f} {run['efficiency']:>10.2f}  {mark}")
+                         f"{run['matmul_gflops']:>7.0f} {run['efficiency']:>10.2f} "
+                         f"{run['best_pair_efficiency']:>9.2f}  {mark}")
     lines.append("")
     for mode, e2e in results["end_to_end"].items():
         lines.append(f"{mode}: one 10 s ECG file, model loaded: {e2e['total_s']:.3f} s (forward {e2e['forward_s']:.3f} s; "
@@ -353,6 +360,7 @@ def report(results: dict) -> str:
     for mode, speed in results.get("speedup", {}).items():
         diff = results["max_prob_diff"][mode]
         lines.append(f"{mode}: {speed['b2']:.2f}× (B=2), {speed['b16']:.2f}× (B=16) faster than fp32 "
+                     f"(best runs: {speed['b2_best']:.2f}×, {speed['b16_best']:.2f}×) "
                      f"[target ≥{TARGETS['int8_speedup']}: {_ok(min(speed['b2'], speed['b16']), TARGETS['int8_speedup'], True)}]; "
                      f"largest probability difference from fp32 {diff['benchmark_inputs']:.4f} on {diff['inputs']}, "
                      f"{diff['file']:.4f} on the 10 s file [target ≤{TARGETS['int8_max_prob_diff']}: "
@@ -437,6 +445,8 @@ def main() -> None:
     for mode in MODES[1:]:
         runs = {r["segments"]: r for r in results["forward"][mode]}
         results["speedup"][mode] = {f"b{b}": fp32[b]["latency_s"] / runs[b]["latency_s"] for b in (1, 2, 16)}
+        results["speedup"][mode].update({f"b{b}_best": fp32[b]["min_latency_s"] / runs[b]["min_latency_s"]
+                                         for b in (1, 2, 16)})
         on_file = predict(models[mode], read_ecgs(files)[0])
         results["max_prob_diff"][mode] = {
             "benchmark_inputs": float((probabilities(models[mode], x) - reference).abs().max()), "inputs": source,
