@@ -2,6 +2,7 @@
 
     python app.py                                   # http://127.0.0.1:7860
     ECGFM_CHECKPOINT=/path/file.pt python app.py    # a local finetuned checkpoint
+    ECGFM_PRECISION=int8 python app.py              # the faster, approximate CPU mode
 
 Research use only: ECG-FM is not a medical device and its outputs are not diagnoses.
 
@@ -11,7 +12,7 @@ Endpoints (besides the page):
 - Gradio API `/plot`    (files, sampling_rate_hz=None, start_s=0) -> [(PNG, file name), ...]
 - HTTP `GET /health` (is the app up, is the model loaded, and if not why) and `GET /info`.
 
-Privacy: uploads are deleted as soon as they have been read; results are written into Gradio's
+Privacy: uploads are deleted seconds after they have been read; results are written into Gradio's
 cache, which `delete_cache` empties on a schedule; the browser keeps no run history; nothing
 from a file (values, header text, names) is written to the log.
 """
@@ -42,7 +43,9 @@ from ecgfm.predict import write_csv
 HERE = Path(__file__).resolve().parent
 EXAMPLES_DIR = HERE / "examples"
 MAX_FILE_SIZE = os.environ.get("ECGFM_MAX_FILE_SIZE", "100mb")
+PRECISION = os.environ.get("ECGFM_PRECISION", "fp32")  # "int8": faster on a CPU Space, approximate
 MODEL_WAIT_S = 120.0  # how long a request waits for weights that are still loading
+UPLOAD_GRACE_S = float(os.environ.get("ECGFM_UPLOAD_GRACE_S", "10"))  # uploads live this long after use
 RETRY_LOAD_AFTER_S = 60.0  # a failed load (no network ...) is tried again at most this often
 DISCLAIMER = ("Research use only. ECG-FM is not a medical device; its outputs are not diagnoses and "
               "must not be used for clinical decisions.")
@@ -75,7 +78,7 @@ class ModelHolder:
 
     def _load(self) -> None:
         try:
-            model = ecgfm.load_model("finetuned")
+            model = ecgfm.load_model("finetuned", precision=PRECISION)
             model.eval()
             self.model = model
             log.info("ECG-FM weights loaded (%s).", model.provenance.get("file"))
@@ -117,6 +120,8 @@ class ModelHolder:
 
 
 MODEL = ModelHolder()
+_LAST_USE: dict[Path, float] = {}  # upload path -> when a request last read it
+_USE_LOCK = threading.Lock()
 
 
 # --- uploads in, results out ---------------------------------------------------------------------
@@ -155,10 +160,34 @@ def _is_example_copy(path: Path) -> bool:
 
 
 def _forget(paths: list[str]) -> None:
-    """Delete uploaded files (only ever inside Gradio's upload folder) and their emptied folders."""
+    """Delete these uploads once no request has used them for UPLOAD_GRACE_S.
+
+    Gradio stores identical uploads at one path, so two people sending the same file share it:
+    deleting it the moment one request is done would pull it from under the other.
+    """
+    _mark_used(paths)
+    timer = threading.Timer(UPLOAD_GRACE_S, _delete_unused, [paths])
+    timer.daemon = True
+    timer.start()
+
+
+def _mark_used(paths: list[str]) -> None:
+    now = time.monotonic()
+    with _USE_LOCK:
+        for name in paths:
+            _LAST_USE[Path(name).resolve()] = now
+
+
+def _delete_unused(paths: list[str]) -> None:
+    """Delete uploads (only ever inside Gradio's upload folder) and their emptied folders."""
     root = _upload_dir()
     for name in paths:
         path = Path(name).resolve()
+        with _USE_LOCK:
+            last = _LAST_USE.get(path)
+            if last is None or time.monotonic() - last < UPLOAD_GRACE_S:
+                continue  # used again since: that request's own timer deletes it
+            del _LAST_USE[path]
         if root not in path.parents or _is_example_copy(path):
             continue  # a synthetic example, or anything else that is not an upload of ours
         try:
@@ -185,6 +214,7 @@ def _read(files, fs, start_s, *, keep_on_error: bool = False):
     the window and try again; `delete_cache` removes them later. Scripts upload on every call.
     """
     paths = _paths(files)
+    _mark_used(paths)  # before reading: an earlier request's pending deletion must skip these
     fs, start_s = _options(fs, start_s)
     try:
         records = ecgfm.read_ecgs(paths, fs=fs, start_s=start_s, duration_s=WINDOW_S)
@@ -437,7 +467,7 @@ def ui_analyse(files, sampling_rate_hz, start_s):
     return (report, gr.update(value=downloads, visible=True), _provenance_md(provenance),
             gr.update(value=None),
             f"Analysed {len(records)} record{'s' if len(records) != 1 else ''}: {_esc(names)}. "
-            "The uploaded files have been deleted from the server.")
+            "The uploaded files are deleted from the server within seconds.")
 
 
 def _examples() -> list[list]:

@@ -56,7 +56,8 @@ def running_app(tmp: Path, **env: str):
     full_env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
                 "GRADIO_TEMP_DIR": str(uploads), "GRADIO_ANALYTICS_ENABLED": "False",
                 "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp / "hf-cache"),
-                "ECGFM_CACHE": str(tmp / "ecgfm-cache"), "PYTHONUNBUFFERED": "1", **env}
+                "ECGFM_CACHE": str(tmp / "ecgfm-cache"), "ECGFM_UPLOAD_GRACE_S": "1", "PYTHONUNBUFFERED": "1",
+                **env}
     if "ECGFM_CHECKPOINT" not in env:
         full_env.pop("ECGFM_CHECKPOINT", None)
     log = open(tmp / "app.log", "w")
@@ -291,9 +292,29 @@ def test_files_over_the_size_limit_are_refused(app, client, tmp_path):
 def test_uploads_are_deleted_after_use(app, client, files):
     client.predict([handle_file(str(p)) for p in files["wfdb"] + files["csv"]], 250, api_name="/predict")
     _, uploads = app
-    left = [p.name for p in uploads.rglob("*") if p.is_file()]
-    for name in ("rec12s.hea", "rec12s.dat", "leads_only.csv", "garbage.xml", "empty.csv"):
+    names = ("rec12s.hea", "rec12s.dat", "leads_only.csv", "garbage.xml", "empty.csv")
+    deadline = time.monotonic() + 10  # the app keeps an upload ECGFM_UPLOAD_GRACE_S (1 s here) after use
+    while True:
+        left = [p.name for p in uploads.rglob("*") if p.is_file()]
+        if not any(name in left for name in names) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    for name in names:
         assert name not in left, left
+
+
+def test_two_people_sending_the_same_file_at_once_both_get_results(app, files):
+    """Gradio stores identical uploads at one path; one request must not delete the other's file."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def send(_):
+        return Client(app[0], verbose=False).predict([handle_file(str(p)) for p in files["wfdb"]],
+                                                     api_name="/predict")
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(send, range(4)))
+    probabilities = [r["records"][0]["probabilities"] for r in results]
+    assert all(p == probabilities[0] for p in probabilities)
 
 
 def test_no_patient_data_in_the_log(app, client, files):
