@@ -46,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--start", type=float, default=0.0, help="window start in seconds (default 0)")
     predict.add_argument("--duration", type=float, default=10.0, help="window length in seconds (default 10)")
     predict.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    predict.add_argument("--precision", choices=("fp32", "int8", "fp16"), default="fp32",
+                         help="fp32 (default, the reference); int8: faster on the CPU, approximate; fp16: CUDA")
     predict.set_defaults(run=_predict)
 
     info = commands.add_parser("info", help="what was read: leads, sampling rate, duration, units, warnings")
@@ -66,8 +68,8 @@ def _predict(args: argparse.Namespace) -> int:
     from . import load_model
     from .predict import predict, write_csv
 
-    model = load_model(args.checkpoint, device=args.device)
-    embedder = load_model(args.embedding, device=args.device) if args.embedding else None
+    model = load_model(args.checkpoint, device=args.device, precision=args.precision)
+    embedder = load_model(args.embedding, device=args.device, precision=args.precision) if args.embedding else None
     results = predict(model, records, embedder=embedder, start_s=args.start, duration_s=args.duration)
     if args.json:
         for result in results:

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .errors import ECGFMError
+
 
 @dataclass(frozen=True)
 class ModelDims:
@@ -323,23 +325,27 @@ def quantize_int8(model: ECGFM, empty: bool = False) -> ECGFM:
     return model
 
 
+def check_precision(precision: str, device: str | torch.device) -> None:
+    """Refuse a precision the device cannot run, before anything is loaded."""
+    kind = torch.device(device).type
+    if precision not in PRECISIONS:
+        raise ECGFMError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}.")
+    if precision == "int8" and kind != "cpu":
+        raise ECGFMError("precision 'int8' runs on the CPU only; use the CPU (or 'fp16' on CUDA).")
+    if precision == "fp16" and kind != "cuda":
+        raise ECGFMError("precision 'fp16' needs a CUDA device; on the CPU use 'fp32' or 'int8'.")
+
+
 def set_precision(model: ECGFM, precision: str = "fp32") -> ECGFM:
     """Run `model` in one of PRECISIONS; records the mode in `model.provenance["mode"]`.
 
     "fp32": the reference. "int8": int8 matrix products on the CPU (a faster, approximate mode).
     "fp16": half precision, CUDA only.
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}.")
-    device = next(model.parameters()).device
-    if precision == "int8":
-        if device.type != "cpu":
-            raise ValueError("precision='int8' runs on the CPU only; use device='cpu' (or 'fp16' on CUDA).")
-        if not isinstance(model.layers[0].fc1, Int8Linear):  # not already quantised by load_checkpoint
-            quantize_int8(model)
+    check_precision(precision, next(model.parameters()).device)
+    if precision == "int8" and not isinstance(model.layers[0].fc1, Int8Linear):
+        quantize_int8(model)  # not already quantised by load_checkpoint
     elif precision == "fp16":
-        if device.type != "cuda":
-            raise ValueError("precision='fp16' needs a CUDA device; on the CPU use 'fp32' or 'int8'.")
         model.half()
     model.provenance = {**model.provenance, "mode": MODE_NAMES[precision]}
     return model

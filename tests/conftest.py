@@ -17,6 +17,18 @@ def _shared_subdir(name: str) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_ecgfm_cache(tmp_path_factory):
+    """Hashes and converted weights go to a temporary cache, not the user's (subprocesses inherit it)."""
+    previous = os.environ.get("ECGFM_CACHE")
+    os.environ["ECGFM_CACHE"] = str(tmp_path_factory.mktemp("ecgfm-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("ECGFM_CACHE", None)
+    else:
+        os.environ["ECGFM_CACHE"] = previous
+
+
 @pytest.fixture(scope="session")
 def conformance_dir() -> Path:
     return _shared_subdir("conformance")

@@ -36,11 +36,6 @@ def files(tmp_path_factory):
             "second": [folder / "second.hea", folder / "second.dat"], "garbage": folder / "garbage.xyz"}
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("ECGFM_CACHE", str(tmp_path / "cache"))
-
-
 def run_cli(capsys, *args):
     code = main([str(a) for a in args])
     captured = capsys.readouterr()
@@ -77,6 +72,15 @@ def test_predict_text_shows_findings_and_disclaimer(files, capsys):
     assert code == 0
     assert "Atrial fibrillation" in out and "prevalence" in out
     assert "not a medical device" in out
+
+
+def test_precision_is_chosen_and_shown_in_the_provenance(files, capsys):
+    code, out, _ = run_cli(capsys, "predict", *files["first"], "--checkpoint", files["checkpoint"], "--json",
+                           "--precision", "int8")
+    assert code == 0 and json.loads(out)["provenance"]["mode"] == "int8-dynamic"
+    code, out, err = run_cli(capsys, "predict", *files["first"], "--checkpoint", files["checkpoint"],
+                             "--precision", "fp16", "--device", "cpu")
+    assert code == 2 and out == "" and "fp16" in err and "CUDA" in err
 
 
 def test_info_json(files, capsys):

@@ -12,6 +12,7 @@ import torch
 
 import ecgfm
 from ecgfm.checkpoint import build_model, convert_state_dict, load_checkpoint
+from ecgfm.errors import ECGFMError
 from ecgfm.model import Int8Linear, allowed_cpus, configure_threads, set_precision
 from ecgfm.predict import describe
 from tests.fairseq_layout import FULL, model_cfg, random_weights, write_checkpoint
@@ -104,9 +105,9 @@ def test_modes_are_recorded_and_checked(tmp_path):
     assert model.provenance["mode"] == "fp32"
     model = set_precision(load_checkpoint(path), "int8")
     assert describe(model)["mode"] == "int8-dynamic"
-    with pytest.raises(ValueError, match="CUDA"):
+    with pytest.raises(ECGFMError, match="CUDA"):
         set_precision(load_checkpoint(path), "fp16")
-    with pytest.raises(ValueError, match="precision must be one of"):
+    with pytest.raises(ECGFMError, match="precision must be one of"):
         set_precision(load_checkpoint(path), "int4")
 
 
