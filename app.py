@@ -38,13 +38,15 @@ import ecgfm
 from ecgfm.errors import ECGFMError, WeightsUnavailableError
 from ecgfm.labels import LABELS
 from ecgfm.predict import DEFAULT_WINDOW_S as WINDOW_S  # ECG-FM reads 10 s windows
-from ecgfm.predict import write_csv
+from ecgfm.predict import BatchingPredictor, write_csv
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES_DIR = HERE / "examples"
 MAX_FILE_SIZE = os.environ.get("ECGFM_MAX_FILE_SIZE", "100mb")
 PRECISION = os.environ.get("ECGFM_PRECISION", "fp32")  # "int8": faster on a CPU Space, approximate
 MODEL_WAIT_S = 120.0  # how long a request waits for weights that are still loading
+MAX_BATCH_RECORDS = 8  # concurrent requests share a forward pass up to this many 10 s records
+CONCURRENT_REQUESTS = 8  # requests being read and prepared at once; their forwards are batched
 UPLOAD_GRACE_S = float(os.environ.get("ECGFM_UPLOAD_GRACE_S", "10"))  # uploads live this long after use
 RETRY_LOAD_AFTER_S = 60.0  # a failed load (no network ...) is tried again at most this often
 DISCLAIMER = ("Research use only. ECG-FM is not a medical device; its outputs are not diagnoses and "
@@ -66,6 +68,7 @@ class ModelHolder:
         self._thread: threading.Thread | None = None
         self._failed_at = 0.0
         self.model = None
+        self.batcher = None  # runs concurrent requests' records in one forward pass
         self.error: str | None = None
 
     def start(self) -> None:
@@ -79,7 +82,7 @@ class ModelHolder:
     def _load(self) -> None:
         try:
             model = ecgfm.load_model("finetuned", precision=PRECISION)
-            model.eval()
+            self.batcher = BatchingPredictor(model, max_records=MAX_BATCH_RECORDS)
             self.model = model
             log.info("ECG-FM weights loaded (%s).", model.provenance.get("file"))
             return
@@ -249,10 +252,8 @@ def _read_info(record, prepared) -> dict:
 
 
 def _predictions(records) -> list[dict]:
-    from ecgfm.predict import predict
-
-    results = predict(MODEL.get(), records)
-    return [result.to_dict() for result in results]
+    MODEL.get()
+    return [result.to_dict() for result in MODEL.batcher(records)]
 
 
 def _results_payload(infos: list[dict], predictions: list[dict] | None) -> dict:
@@ -562,18 +563,18 @@ def build_ui() -> gr.Blocks:
                     f"{DISCLAIMER}")
 
         analyse.click(ui_analyse, [files, fs, start], outputs,
-                      api_visibility="private", concurrency_id="model", concurrency_limit=1)
+                      api_visibility="private", concurrency_id="model", concurrency_limit=CONCURRENT_REQUESTS)
         demo.load(lambda: _provenance_md(MODEL.provenance()), None, provenance, api_visibility="private")
 
         # Script endpoints: the same inputs, one JSON output each; no page element triggers them.
         predicted = gr.JSON(label="prediction", visible=False)
         read = gr.JSON(label="reading", visible=False)
         gr.Button(visible=False).click(api_predict, [files, fs, start], predicted, api_name="predict",
-                                       concurrency_id="model", concurrency_limit=1)
+                                       concurrency_id="model", concurrency_limit=CONCURRENT_REQUESTS)
         gr.Button(visible=False).click(api_read, [files, fs, start], read, api_name="read")
         drawn = gr.Gallery(label="ecg", visible=False, format="png")
         gr.Button(visible=False).click(api_plot, [files, fs, start], drawn, api_name="plot")
-    demo.queue(default_concurrency_limit=2, max_size=16)
+    demo.queue(default_concurrency_limit=2, max_size=32)
     return demo
 
 

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import csv
+import threading
+import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import IO, Sequence
 
@@ -94,6 +97,58 @@ def predict(model: ECGFM, records: ECGRecord | Sequence[ECGRecord], *, embedder:
         ))
         first += count
     return results[0] if single else results
+
+
+class BatchingPredictor:
+    """`predict` for concurrent callers (a web app's requests), several callers per forward pass.
+
+    A worker thread waits `wait_s` after the first caller arrives, then runs everything queued (up
+    to `max_records` records) as one batch. If a batch fails, each caller's records are run alone,
+    so one bad request never fails another.
+    """
+
+    def __init__(self, model: ECGFM, max_records: int = 8, wait_s: float = 0.02, **options):
+        self.model, self.max_records, self.wait_s, self.options = model, max_records, wait_s, options
+        self._pending: list[tuple[list[ECGRecord], Future]] = []
+        self._ready = threading.Condition()
+        self._worker: threading.Thread | None = None
+
+    def __call__(self, records: Sequence[ECGRecord]) -> list[Prediction]:
+        future: Future = Future()
+        with self._ready:
+            self._pending.append((list(records), future))
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._work, name="ecgfm-batcher", daemon=True)
+                self._worker.start()
+            self._ready.notify()
+        return future.result()
+
+    def _work(self) -> None:
+        while True:
+            with self._ready:
+                self._ready.wait_for(lambda: self._pending)
+            time.sleep(self.wait_s)  # let the callers of the same moment join this batch
+            with self._ready:
+                batch, count = [], 0
+                while self._pending and (not batch or count + len(self._pending[0][0]) <= self.max_records):
+                    batch.append(self._pending.pop(0))
+                    count += len(batch[-1][0])
+            self._run(batch)
+
+    def _run(self, batch: list[tuple[list[ECGRecord], Future]]) -> None:
+        try:
+            results = predict(self.model, [r for records, _ in batch for r in records], **self.options)
+        except Exception:  # noqa: BLE001 - find whose records failed by running each caller alone
+            for records, future in batch:
+                try:
+                    future.set_result(predict(self.model, records, **self.options))
+                except Exception as error:  # noqa: BLE001 - handed to that caller
+                    future.set_exception(error)
+            return
+        first = 0
+        for records, future in batch:
+            future.set_result(results[first:first + len(records)])
+            first += len(records)
 
 
 CSV_COLUMNS = ("file", "scope", "start_s", "end_s", *(label.name for label in LABELS))

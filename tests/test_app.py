@@ -314,7 +314,8 @@ def test_two_people_sending_the_same_file_at_once_both_get_results(app, files):
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(send, range(4)))
     probabilities = [r["records"][0]["probabilities"] for r in results]
-    assert all(p == probabilities[0] for p in probabilities)
+    for other in probabilities[1:]:  # batched with each other or not: the same numbers
+        assert other == pytest.approx(probabilities[0], abs=1e-5)
 
 
 def test_no_patient_data_in_the_log(app, client, files):

@@ -119,3 +119,52 @@ def test_models_used_the_wrong_way_round_are_refused(models):
         predict(encoder, synthetic())
     with pytest.raises(ECGFMError, match="pretrained encoder"):
         predict(classifier, synthetic(), embedder=classifier)
+
+
+def _call_concurrently(batcher, records):
+    import threading
+
+    results, errors = {}, {}
+
+    def call(record):
+        try:
+            results[record.name] = batcher([record])[0]
+        except ECGFMError as error:
+            errors[record.name] = str(error)
+
+    threads = [threading.Thread(target=call, args=(r,)) for r in records]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return results, errors
+
+
+def test_concurrent_callers_share_forward_passes_and_keep_their_own_results(models):
+    from ecgfm.predict import BatchingPredictor
+
+    classifier, _ = models
+    batch_sizes = []
+    hook = classifier.register_forward_hook(lambda m, args, out: batch_sizes.append(args[0].shape[0]))
+    records = [synthetic(f"r{i}", 10.0, seed=10 + i) for i in range(6)]
+    try:
+        results, errors = _call_concurrently(BatchingPredictor(classifier, max_records=8, wait_s=0.05), records)
+    finally:
+        hook.remove()
+    assert not errors and len(batch_sizes) < len(records)  # callers of the same moment ran together
+    assert max(batch_sizes) > 2
+    for record in records:
+        alone = predict(classifier, record)
+        assert results[record.name].name == record.name
+        assert results[record.name].probabilities == pytest.approx(alone.probabilities, abs=1e-5)
+
+
+def test_one_bad_request_does_not_fail_the_others_in_its_batch(models):
+    from ecgfm.predict import BatchingPredictor
+
+    classifier, _ = models
+    records = [synthetic("good", 10.0), synthetic("tiny", 0.5), synthetic("also good", 6.0)]
+    results, errors = _call_concurrently(BatchingPredictor(classifier, wait_s=0.05), records)
+    assert set(errors) == {"tiny"} and "0.50 s" in errors["tiny"]
+    assert set(results) == {"good", "also good"}
+    assert results["good"].probabilities == pytest.approx(predict(classifier, records[0]).probabilities, abs=1e-5)
