@@ -6,7 +6,7 @@
     result = ecgfm.predict(model, ecg)
 
 Research use only: ECG-FM is not a medical device and its outputs are not diagnoses.
-Readers and plotting are imported on first use; torch comes with `predict`.
+Plotting (matplotlib) is imported on first use.
 """
 from __future__ import annotations
 
@@ -14,21 +14,21 @@ import os
 from typing import TYPE_CHECKING
 
 from .errors import CheckpointError, ECGFMError, ECGReadError, WeightsUnavailableError
+from .io import ECGRecord, read_ecg, read_ecgs
 from .labels import LABEL_NAMES, LABELS
-from .predict import Prediction, predict  # eager: the function must shadow the submodule's name
+from .predict import Prediction, predict  # after the submodule import, so the function wins the name
+from .preprocess import prepare
 
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from .model import ECGFM
 
-_LAZY = {"read_ecg": "io", "read_ecgs": "io", "ECGRecord": "io", "prepare": "preprocess", "plot_ecg": "plot"}
-
 
 def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    if name == "plot_ecg":
+        from .plot import plot_ecg
+        return plot_ecg
     raise AttributeError(f"module 'ecgfm' has no attribute {name!r}")
 
 
