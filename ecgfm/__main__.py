@@ -24,6 +24,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as error:  # a bug, not the user's doing: still one sentence, never a traceback
+        print(f"error: unexpected {type(error).__name__}; please report it with the command you ran.",
+              file=sys.stderr)
+        return 1
 
 
 def _parser() -> argparse.ArgumentParser:

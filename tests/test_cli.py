@@ -113,3 +113,15 @@ def test_fresh_process_without_weights_says_how_to_provide_them(files, tmp_path)
     assert done.returncode == 2 and done.stdout == ""
     assert "Traceback" not in done.stderr
     assert "ECGFM_CHECKPOINT=PATH" in done.stderr and "--checkpoint PATH" in done.stderr
+
+
+def test_an_unexpected_failure_is_still_one_sentence(files, capsys, monkeypatch):
+    import ecgfm.io
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("internal detail that must not reach the user")
+
+    monkeypatch.setattr(ecgfm.io, "read_ecgs", broken)
+    code, out, err = run_cli(capsys, "info", *files["first"])
+    assert code == 1 and out == ""
+    assert err.strip() == "error: unexpected RuntimeError; please report it with the command you ran."
