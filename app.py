@@ -231,24 +231,10 @@ def _read(files, fs, start_s, *, keep_on_error: bool = False):
 
 
 def _read_info(record, prepared) -> dict:
-    spans = [[round(a, 3), round(b, 3)] for a, b in prepared.spans_s]
-    return {
-        "file": record.name,
-        "format": record.format,
-        "leads": list(record.leads),
-        "recorded_leads": [lead for lead in record.leads
-                           if lead not in record.derived_leads and lead not in record.zero_leads],
-        "derived_leads": list(record.derived_leads),
-        "zero_filled_leads": list(record.zero_leads),
-        "extra_leads": list(record.extra_leads),
-        "lead_status": dict(prepared.lead_status),
-        "fs": float(record.fs),
-        "duration_s": round(float(record.total_duration_s or record.duration_s), 3),
-        "units": record.units,
-        "window": {"start_s": round(record.start_s, 3), "end_s": round(record.start_s + record.duration_s, 3)},
-        "segments": spans,
-        "warnings": list(prepared.warnings),
-    }
+    """The record's own summary, with what preparing it for the model added."""
+    return {**record.summary(), "lead_status": dict(prepared.lead_status),
+            "segments": [[round(a, 3), round(b, 3)] for a, b in prepared.spans_s],
+            "warnings": list(prepared.warnings)}
 
 
 def _predictions(records) -> list[dict]:

@@ -104,14 +104,8 @@ def _print_prediction(result) -> None:
 
 def _info(args: argparse.Namespace) -> int:
     for record in _read(args):
-        summary = {
-            "file": record.name, "format": record.format, "leads": record.leads, "fs": record.fs,
-            "duration_s": round(record.total_duration_s, 3), "units": record.units,
-            "derived_leads": record.derived_leads, "extra_leads": list(record.extra_leads),
-            "warnings": record.warnings,
-        }
         if args.json:
-            print(json.dumps(summary))
+            print(json.dumps(record.summary()))
         else:
             print(f"{record.name}: {record.format}, {len(record.leads)} leads ({', '.join(record.leads)}), "
                   f"{record.fs:g} Hz, {record.total_duration_s:.2f} s, stored in {record.units}")

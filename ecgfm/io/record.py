@@ -70,6 +70,24 @@ class ECGRecord:
     def duration_s(self) -> float:
         return self.signal.shape[1] / self.fs
 
+    def summary(self) -> dict:
+        """What was read, JSON-serialisable: the CLI's `info --json` and the app's `/read` both show it."""
+        return {
+            "file": self.name,
+            "format": self.format,
+            "leads": list(self.leads),
+            "recorded_leads": [lead for lead in self.leads
+                               if lead not in self.derived_leads and lead not in self.zero_leads],
+            "derived_leads": list(self.derived_leads),
+            "zero_filled_leads": list(self.zero_leads),
+            "extra_leads": list(self.extra_leads),
+            "fs": float(self.fs),
+            "duration_s": round(float(self.total_duration_s), 3),
+            "units": self.units,
+            "window": {"start_s": round(self.start_s, 3), "end_s": round(self.start_s + self.duration_s, 3)},
+            "warnings": list(self.warnings),
+        }
+
     def window(self, start_s: float = 0.0, duration_s: float | None = None) -> "ECGRecord":
         """The part of this record from `start_s` lasting at most `duration_s` (all of it if None).
 
