@@ -2,7 +2,7 @@
 
     python app.py                                   # http://127.0.0.1:7860
     ECGFM_CHECKPOINT=/path/file.pt python app.py    # a local finetuned checkpoint
-    ECGFM_PRECISION=int8 python app.py              # the faster, approximate CPU mode
+    ECGFM_PRECISION=bf16 python app.py              # faster on CPUs with bfloat16 instructions, approximate
 
 Research use only: ECG-FM is not a medical device and its outputs are not diagnoses.
 
@@ -43,7 +43,7 @@ from ecgfm.predict import BatchingPredictor, write_csv
 HERE = Path(__file__).resolve().parent
 EXAMPLES_DIR = HERE / "examples"
 MAX_FILE_SIZE = os.environ.get("ECGFM_MAX_FILE_SIZE", "100mb")
-PRECISION = os.environ.get("ECGFM_PRECISION", "fp32")  # "int8": faster on a CPU Space, approximate
+PRECISION = os.environ.get("ECGFM_PRECISION", "fp32")  # "bf16": faster on most CPU Spaces, approximate
 MODEL_WAIT_S = 120.0  # how long a request waits for weights that are still loading
 MAX_BATCH_RECORDS = 8  # concurrent requests share a forward pass up to this many 10 s records
 CONCURRENT_REQUESTS = 8  # requests being read and prepared at once; their forwards are batched
@@ -425,7 +425,7 @@ def _provenance_md(provenance: dict | None) -> str:
     if provenance:
         for key, label in (("source", "Source"), ("repo", "Repository"), ("revision", "Revision"),
                            ("file", "File"), ("sha256", "SHA-256"), ("device", "Device"),
-                           ("dtype", "Precision")):
+                           ("precision", "Precision")):
             value = provenance.get(key)
             lines.append(f"| {label} | `{value}` |" if value else f"| {label} | — |")
     else:

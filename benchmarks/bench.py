@@ -28,9 +28,9 @@ sys.path.insert(0, str(REPO))
 CACHE = Path(os.environ.get("ECGFM_BENCH_CACHE", Path.home() / ".cache" / "ecgfm" / "bench"))
 GFLOP_PER_SEGMENT = 29.24  # one 5 s segment through the full network (90% of it in the Linear layers)
 MATMUL_N = 2048
-MODES = ("fp32", "int8")
+MODES = ("fp32", "bf16")  # the reference, then the faster mode
 TARGETS = {"efficiency_b16": 0.90, "efficiency_b2": 0.85, "overhead_share": 0.10, "cold_extra_s": 1.5,
-           "load_s": 1.0, "peak_rss_mb": 700, "int8_speedup": 1.7, "int8_max_prob_diff": 0.02}
+           "load_s": 1.0, "peak_rss_mb": 700, "fast_speedup": 1.7, "fast_max_prob_diff": 0.02}
 
 
 # --- inputs ----------------------------------------------------------------------------------------
@@ -357,14 +357,17 @@ def report(results: dict) -> str:
         lines.append(f"{mode}: one 10 s ECG file, model loaded: {e2e['total_s']:.3f} s (forward {e2e['forward_s']:.3f} s; "
                      f"read+preprocess+aggregate {e2e['overhead_s']:.3f} s = {e2e['overhead_share']:.0%} of forward, "
                      f"target ≤{TARGETS['overhead_share']:.0%} {_ok(e2e['overhead_share'], TARGETS['overhead_share'], False)})")
+    if not results.get("speedup"):
+        lines.append(f"{MODES[1]}: not measured, this CPU has no bfloat16 instructions (AVX512-BF16 or AMX)")
     for mode, speed in results.get("speedup", {}).items():
         diff = results["max_prob_diff"][mode]
-        lines.append(f"{mode}: {speed['b2']:.2f}× (B=2), {speed['b16']:.2f}× (B=16) faster than fp32 "
-                     f"(best runs: {speed['b2_best']:.2f}×, {speed['b16_best']:.2f}×) "
-                     f"[target ≥{TARGETS['int8_speedup']}: {_ok(min(speed['b2'], speed['b16']), TARGETS['int8_speedup'], True)}]; "
+        lines.append(f"{mode}: {speed['b2']:.2f}× (B=2), {speed['b16']:.2f}× (B=16) faster than fp32, paired with "
+                     f"the matmul (best pairs: {speed['b2_best']:.2f}×, {speed['b16_best']:.2f}×; plain latency "
+                     f"ratios: {speed['b2_latency_ratio']:.2f}×, {speed['b16_latency_ratio']:.2f}×) "
+                     f"[target ≥{TARGETS['fast_speedup']}: {_ok(min(speed['b2'], speed['b16']), TARGETS['fast_speedup'], True)}]; "
                      f"largest probability difference from fp32 {diff['benchmark_inputs']:.4f} on {diff['inputs']}, "
-                     f"{diff['file']:.4f} on the 10 s file [target ≤{TARGETS['int8_max_prob_diff']}: "
-                     f"{_ok(max(diff['benchmark_inputs'], diff['file']), TARGETS['int8_max_prob_diff'], False)}]")
+                     f"{diff['file']:.4f} on the 10 s file [target ≤{TARGETS['fast_max_prob_diff']}: "
+                     f"{_ok(max(diff['benchmark_inputs'], diff['file']), TARGETS['fast_max_prob_diff'], False)}]")
     cold = results.get("cold_start")
     if cold:
         limit = cold["import_torch_s"] + TARGETS["cold_extra_s"]
@@ -419,8 +422,10 @@ def main() -> None:
     from ecgfm.io import read_ecgs
     from ecgfm.predict import predict
 
-    models = {"fp32": ecgfm.load_model(str(checkpoint), device="cpu")}
-    models["int8"] = ecgfm.load_model(str(checkpoint), device="cpu", precision="int8")
+    from ecgfm.model import cpu_has_native_bf16
+
+    modes = MODES if cpu_has_native_bf16() else MODES[:1]  # bf16 is refused on CPUs without it
+    models = {mode: ecgfm.load_model(str(checkpoint), device="cpu", precision=mode) for mode in modes}
     segments, source = benchmark_segments(16)
     x = torch.from_numpy(segments)
     cpu = platform.processor() or platform.machine()
@@ -442,10 +447,14 @@ def main() -> None:
     reference = probabilities(models["fp32"], x)
     file_reference = predict(models["fp32"], read_ecgs(files)[0])
     results["speedup"], results["max_prob_diff"] = {}, {}
-    for mode in MODES[1:]:
+    for mode in modes[1:]:
         runs = {r["segments"]: r for r in results["forward"][mode]}
-        results["speedup"][mode] = {f"b{b}": fp32[b]["latency_s"] / runs[b]["latency_s"] for b in (1, 2, 16)}
-        results["speedup"][mode].update({f"b{b}_best": fp32[b]["min_latency_s"] / runs[b]["min_latency_s"]
+        # Each forward is normalised by the matmul timed right before it, as for the efficiency, so
+        # load that comes and goes between the fp32 and the faster runs does not skew the ratio.
+        results["speedup"][mode] = {f"b{b}": runs[b]["efficiency"] / fp32[b]["efficiency"] for b in (1, 2, 16)}
+        results["speedup"][mode].update({f"b{b}_best": runs[b]["best_pair_efficiency"] / fp32[b]["best_pair_efficiency"]
+                                         for b in (1, 2, 16)})
+        results["speedup"][mode].update({f"b{b}_latency_ratio": fp32[b]["latency_s"] / runs[b]["latency_s"]
                                          for b in (1, 2, 16)})
         on_file = predict(models[mode], read_ecgs(files)[0])
         results["max_prob_diff"][mode] = {
@@ -454,7 +463,7 @@ def main() -> None:
     del models
     if not args.skip_cold:
         print("cold starts …", flush=True)
-        results["cold_start"] = cold_start(checkpoint, files, args.cold_repeats, MODES)
+        results["cold_start"] = cold_start(checkpoint, files, args.cold_repeats, modes)
     if not args.skip_app:
         print("app throughput …", flush=True)
         try:

@@ -11,6 +11,7 @@ import sys
 
 from .errors import ECGFMError
 from .labels import LABELS
+from .model import PRECISIONS
 
 DISCLAIMER = "Research use only: ECG-FM is not a medical device and its outputs are not diagnoses."
 
@@ -50,8 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--start", type=float, default=0.0, help="window start in seconds (default 0)")
     predict.add_argument("--duration", type=float, default=10.0, help="window length in seconds (default 10)")
     predict.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    predict.add_argument("--precision", choices=("fp32", "int8", "fp16"), default="fp32",
-                         help="fp32 (default, the reference); int8: faster on the CPU, approximate; fp16: CUDA")
+    predict.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                         help="fp32 (default, the reference); bf16: faster on a CPU with bfloat16 "
+                              "instructions, approximate; fp16: the same on CUDA")
     predict.set_defaults(run=_predict)
 
     info = commands.add_parser("info", help="what was read: leads, sampling rate, duration, units, warnings")

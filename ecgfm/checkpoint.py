@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from .errors import CheckpointError
-from .model import ECGFM, ModelDims, channels_last_taps, configure_threads, quantize_int8
+from .model import HALF_DTYPES, ECGFM, ModelDims, channels_last_taps, configure_threads, use_half_matmuls
 
 CLASSIFIER = "ecg_transformer_classifier"
 PRETRAINED = "wav2vec2_cmsc"
@@ -248,21 +248,21 @@ def convert_state_dict(weights: dict[str, torch.Tensor], cfg: dict[str, Any],
 
 
 def build_model(dims: ModelDims, state: dict[str, torch.Tensor], name: str = "checkpoint",
-                int8: bool = False) -> ECGFM:
+                precision: str = "fp32") -> ECGFM:
     """An `ECGFM` holding these weights, built without a throwaway random initialisation.
 
-    `int8`: `state` is a quantised model's (from the int8 cache), built with `Int8Linear` layers.
+    Each weight is cast to the dtype `precision` gives it (`model.use_half_matmuls`), so `state` may
+    be fp32 weights or a cached half-precision copy.
     """
     with torch.device("meta"):
-        model = ECGFM(dims)
-        if int8:
-            quantize_int8(model, empty=True)
+        model = use_half_matmuls(ECGFM(dims), HALF_DTYPES.get(precision, torch.float32))
     expected = model.state_dict()
     for key, tensor in state.items():
-        if tuple(tensor.shape) != tuple(expected[key].shape):
+        if key in expected and tuple(tensor.shape) != tuple(expected[key].shape):
             raise CheckpointError(f"{name}: weight {key} has shape {tuple(tensor.shape)}, "
                                   f"expected {tuple(expected[key].shape)} from the configuration.")
-    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    state = {k: v.to(expected[k].dtype) if k in expected and v.is_floating_point() else v
+             for k, v in state.items()}
     state[_POS_CONV_OURS] = channels_last_taps(state[_POS_CONV_OURS])  # a no-op for a cached copy
     model.load_state_dict(state, strict=True, assign=True)
     configure_threads()
@@ -275,36 +275,29 @@ def load_checkpoint(path: str | Path, sha256: str | None = None, precision: str 
     With the file's `sha256` (as `ecgfm.hub` reports it), the converted weights are also kept as a
     weights-only safetensors file in the ecgfm cache, named by that hash, and later loads map that
     file instead: nothing to unpickle or convert, and only the weights the network uses are mapped.
-    `precision="int8"` returns the model with its Linear layers quantised (`model.quantize_int8`),
-    cached the same way, so a later int8 load never touches the fp32 weights at all.
+    A half `precision` is cached the same way, so a later load in it never touches the fp32 weights.
     """
     name = Path(path).name
-    int8 = precision == "int8"
-    if sha256 and int8:
-        hit = _read_cached(_cache_path(sha256, _INT8_LAYOUT), sha256, _INT8_LAYOUT)
+    layout = _CACHE_LAYOUT if precision == "fp32" else f"{_CACHE_LAYOUT}-{precision}"
+    if sha256 and precision != "fp32":
+        hit = _read_cached(_cache_path(sha256, layout), sha256, layout)
         if hit is not None:
-            return build_model(*hit, name, int8=True)
-    model = None
-    if sha256:
-        hit = _read_cached(_cache_path(sha256, _CACHE_LAYOUT), sha256, _CACHE_LAYOUT)
-        if hit is not None:
-            model = build_model(*hit, name)
-    if model is None:
+            return build_model(*hit, name, precision)
+    hit = _read_cached(_cache_path(sha256, _CACHE_LAYOUT), sha256, _CACHE_LAYOUT) if sha256 else None
+    if hit is None:
         cfg, weights = read_checkpoint(path)
-        dims, state = convert_state_dict(weights, cfg, name)
+        hit = convert_state_dict(weights, cfg, name)
         if sha256:
-            _write_cached(_cache_path(sha256, _CACHE_LAYOUT), sha256, dims, state, _CACHE_LAYOUT)
-        model = build_model(dims, state, name)
-    if int8:
-        quantize_int8(model)
-        if sha256:
-            _write_cached(_cache_path(sha256, _INT8_LAYOUT), sha256, model.dims, model.state_dict(), _INT8_LAYOUT)
+            _write_cached(_cache_path(sha256, _CACHE_LAYOUT), sha256, *hit, _CACHE_LAYOUT)
+    model = build_model(*hit, name, precision)
+    if sha256 and precision != "fp32":
+        _write_cached(_cache_path(sha256, layout), sha256, model.dims, model.state_dict(), layout)
     return model
 
 
 # Bump when the converted key layout changes, so stale caches are ignored rather than misread.
+# Half-precision copies add "-bf16" / "-fp16" to it.
 _CACHE_LAYOUT = "ecgfm-weights-3"  # ours: q/k/v fused, weight norm folded, pos conv [out, K, in]
-_INT8_LAYOUT = "ecgfm-int8-1"      # the same, Linear layers of the transformer as Int8Linear buffers
 
 
 def _cache_path(sha256: str | None, layout: str) -> Path | None:

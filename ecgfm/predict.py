@@ -14,7 +14,7 @@ import torch
 from .errors import ECGFMError
 from .io.record import ECGRecord
 from .labels import LABELS
-from .model import ECGFM, pool
+from .model import ECGFM, pool, precision_of
 from .preprocess import PreparedECG, prepare
 
 DEFAULT_WINDOW_S = 10.0  # ECG-FM was trained on 10 s resting ECGs; longer recordings are windowed
@@ -219,8 +219,7 @@ def describe(model: ECGFM, embedder: ECGFM | None = None) -> dict:
     """What produced a result: the weights' origin and hash, the device and precision, our version."""
     from . import __version__
 
-    parameter = next(model.parameters())
-    info = {**model.provenance, "device": str(parameter.device), "dtype": str(parameter.dtype).replace("torch.", ""),
+    info = {**model.provenance, "device": str(next(model.parameters()).device), "precision": precision_of(model),
             "ecgfm_version": __version__}
     if embedder is not None:
         info["embedder"] = dict(embedder.provenance)

@@ -74,10 +74,11 @@ def test_predict_text_shows_findings_and_disclaimer(files, capsys):
     assert "not a medical device" in out
 
 
-def test_precision_is_chosen_and_shown_in_the_provenance(files, capsys):
+def test_precision_is_chosen_and_shown_in_the_provenance(files, capsys, monkeypatch):
+    monkeypatch.setattr("ecgfm.model.cpu_has_native_bf16", lambda: True)  # emulated where it is not
     code, out, _ = run_cli(capsys, "predict", *files["first"], "--checkpoint", files["checkpoint"], "--json",
-                           "--precision", "int8")
-    assert code == 0 and json.loads(out)["provenance"]["mode"] == "int8-dynamic"
+                           "--precision", "bf16")
+    assert code == 0 and json.loads(out)["provenance"]["precision"] == "bf16"
     code, out, err = run_cli(capsys, "predict", *files["first"], "--checkpoint", files["checkpoint"],
                              "--precision", "fp16", "--device", "cpu")
     assert code == 2 and out == "" and "fp16" in err and "CUDA" in err
