@@ -24,6 +24,7 @@ from gradio_client import Client, handle_file  # noqa: E402
 
 import ecgfm  # noqa: E402
 from ecgfm.labels import LABEL_NAMES  # noqa: E402
+from ecgfm.model import cpu_has_native_bf16  # noqa: E402
 from tests.fairseq_layout import write_checkpoint  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -322,6 +323,29 @@ def test_no_patient_data_in_the_log(app, client, files):
     client.predict([handle_file(str(p)) for p in files["wfdb"]], api_name="/predict")
     log = (Path(app[1]).parent / "app.log").read_text()
     assert "rec12s" not in log and "leads_only" not in log and "garbage" not in log
+
+
+# --- precision ------------------------------------------------------------------------------------
+
+@pytest.mark.skipif(not cpu_has_native_bf16(), reason="bf16 is refused on CPUs without bfloat16 instructions")
+def test_the_faster_precision_is_chosen_by_the_environment_and_named(tmp_path, checkpoint, files, reference_model):
+    with running_app(tmp_path, ECGFM_CHECKPOINT=str(checkpoint), ECGFM_PRECISION="bf16") as (url, _):
+        assert wait_for_model(url)["model_loaded"]
+        assert get_json(f"{url}/info")["model"]["provenance"]["precision"] == "bf16"
+        result = Client(url + "/", verbose=False).predict([handle_file(str(p)) for p in files["wfdb"]],
+                                                          api_name="/predict")
+    (record,) = result["records"]
+    assert record["provenance"]["precision"] == "bf16"
+    expected = ecgfm.predict(reference_model, ecgfm.read_ecgs(files["wfdb"]))[0].probabilities
+    differences = [abs(record["probabilities"][k] - expected[k]) for k in LABEL_NAMES]
+    assert 0 < max(differences) <= 0.02
+
+
+def test_an_unknown_precision_is_explained_not_served(tmp_path, checkpoint):
+    with running_app(tmp_path, ECGFM_CHECKPOINT=str(checkpoint), ECGFM_PRECISION="fp64") as (url, _):
+        health = wait_for_model(url)
+    assert health["model_loaded"] is False and health["model_status"] == "unavailable"
+    assert "precision must be one of fp32, bf16, fp16" in health["reason"]
 
 
 # --- without weights -----------------------------------------------------------------------------
