@@ -178,22 +178,24 @@ def end_to_end(model, files: list[Path], rounds: int = 5) -> dict:
 
 # A small launcher between this (large) process and the measured one: a forked child starts with its
 # parent's RSS high-water mark, so rusage taken here would report this process's size, not the child's.
-_LAUNCH = ("import resource, subprocess, sys; p = subprocess.run(sys.argv[1:]); "
-           "sys.stderr.write('\\n@maxrss_kb %d\\n' % resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); "
-           "sys.exit(p.returncode)")
+# It also times the child from its start to its first line of output and to its exit.
+_LAUNCH = ("import resource, subprocess, sys, time; start = time.perf_counter(); "
+           "p = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE); first = p.stdout.readline(); "
+           "printed = time.perf_counter(); rest = p.stdout.read(); p.wait(); ended = time.perf_counter(); "
+           "sys.stdout.buffer.write(first + rest); "
+           "sys.stderr.write('\\n@timing %f %f %d\\n' % (printed - start, ended - start, "
+           "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)); sys.exit(p.returncode)")
 
 
-def _run_child_rss(argv: list[str], env: dict) -> tuple[float, float, str]:
-    """(wall s, peak RSS MB, stdout) of a fresh process running argv."""
-    start = time.perf_counter()
+def _run_child_rss(argv: list[str], env: dict) -> tuple[float, float, str, float]:
+    """(wall s to exit, peak RSS MB, stdout, s to the first line printed) of a fresh process running argv."""
     child = subprocess.run([sys.executable, "-c", _LAUNCH, *argv], capture_output=True, env=env, cwd=REPO)
-    wall = time.perf_counter() - start
     err = child.stderr.decode()
     if child.returncode:
         raise RuntimeError(f"{' '.join(a[:40] for a in map(str, argv[:5]))} … failed ({child.returncode}): "
                            f"{err[-800:]}")
-    maxrss_kb = int(err.rsplit("@maxrss_kb", 1)[1].split()[0])
-    return wall, maxrss_kb / 1024, child.stdout.decode()
+    printed, wall, maxrss_kb = err.rsplit("@timing", 1)[1].split()[:3]
+    return float(wall), int(maxrss_kb) / 1024, child.stdout.decode(), float(printed)
 
 
 # Same steps as `python -m ecgfm predict FILE --json`, with a clock between them.
@@ -224,30 +226,33 @@ def cold_start(checkpoint: Path, files: list[Path], repeats: int, modes) -> dict
            "HF_HUB_OFFLINE": "1"}
     python = sys.executable
     bare = [_run_child_rss([python, "-c", "import torch"], env) for _ in range(repeats)]
-    result = {"import_torch_s": statistics.median(w for w, _, _ in bare),
-              "import_torch_rss_mb": statistics.median(r for _, r, _ in bare)}
+    result = {"import_torch_s": statistics.median(run[0] for run in bare),
+              "import_torch_rss_mb": statistics.median(run[1] for run in bare)}
     cli = [python, "-m", "ecgfm", "predict", *map(str, files), "--checkpoint", str(checkpoint), "--json"]
     # The first run after a new checkpoint also writes the weights-only cache; report it apart.
     weights_cache = CACHE / "ecgfm-cache" / "weights"
     if weights_cache.is_dir():
         for stale in weights_cache.iterdir():
             stale.unlink()
-    wall, rss, _ = _run_child_rss(cli, env)
-    result["cli_first_run"] = {"wall_s": wall, "peak_rss_mb": rss}
+    wall, rss, _, printed = _run_child_rss(cli, env)
+    result["cli_first_run"] = {"printed_s": printed, "wall_s": wall, "peak_rss_mb": rss}
     runs = [_run_child_rss(cli, env) for _ in range(repeats)]
-    result["cli"] = {"wall_s": statistics.median(w for w, _, _ in runs),
-                     "peak_rss_mb": max(r for _, r, _ in runs),
+    result["cli"] = {"printed_s": statistics.median(run[3] for run in runs),  # the target's measure
+                     "wall_s": statistics.median(run[0] for run in runs),     # with the interpreter's exit
+                     "peak_rss_mb": max(run[1] for run in runs),
                      "printed": json.loads(runs[0][2].splitlines()[0])["probabilities"] is not None}
     for mode in modes:
         phases = []
         _run_child_rss([python, "-c", _PHASES, str(checkpoint), mode, *map(str, files)], env)  # writes its cache
         for _ in range(repeats):
-            wall, rss, out = _run_child_rss([python, "-c", _PHASES, str(checkpoint), mode, *map(str, files)], env)
-            phases.append((wall, rss, json.loads(out.strip().splitlines()[-1])["phases"]))
+            wall, rss, out, printed = _run_child_rss([python, "-c", _PHASES, str(checkpoint), mode,
+                                                      *map(str, files)], env)
+            phases.append((wall, rss, {**json.loads(out.strip().splitlines()[-1])["phases"], "printed": printed}))
         median = lambda key: statistics.median(p[key] for _, _, p in phases)  # noqa: E731
         wall = statistics.median(w for w, _, _ in phases)
         split = {key: median(key) for key in ("import", "read", "load", "run")}
-        split["interpreter_and_exit"] = max(wall - sum(split.values()), 0.0)
+        split["interpreter_start"] = max(median("printed") - sum(split.values()), 0.0)
+        split["exit"] = max(wall - median("printed"), 0.0)
         result[f"phases_{mode}"] = {"wall_s": wall, "peak_rss_mb": max(r for _, r, _ in phases),
                                     "seconds": split, "share": {k: v / wall for k, v in split.items()}}
     return result
@@ -373,12 +378,13 @@ def report(results: dict) -> str:
         limit = cold["import_torch_s"] + TARGETS["cold_extra_s"]
         lines += ["", f"cold start (fresh process, weights on disk; bare `import torch` {cold['import_torch_s']:.2f} s, "
                       f"{cold['import_torch_rss_mb']:.0f} MB):",
-                  f"  python -m ecgfm predict FILE --json: {cold['cli']['wall_s']:.2f} s "
-                  f"[target ≤ {limit:.2f} s: {_ok(cold['cli']['wall_s'], limit, False)}], peak RSS "
+                  f"  python -m ecgfm predict FILE --json: result printed after {cold['cli']['printed_s']:.2f} s "
+                  f"[target ≤ {limit:.2f} s: {_ok(cold['cli']['printed_s'], limit, False)}], process ended after "
+                  f"{cold['cli']['wall_s']:.2f} s (torch's teardown), peak RSS "
                   f"{cold['cli']['peak_rss_mb']:.0f} MB [target ≤{TARGETS['peak_rss_mb']}: "
                   f"{_ok(cold['cli']['peak_rss_mb'], TARGETS['peak_rss_mb'], False)}]",
-                  f"  first run after a new checkpoint (also writes the weights cache): "
-                  f"{cold['cli_first_run']['wall_s']:.2f} s, {cold['cli_first_run']['peak_rss_mb']:.0f} MB"]
+                  f"  first run after a new checkpoint (also writes the weights cache): printed after "
+                  f"{cold['cli_first_run']['printed_s']:.2f} s, {cold['cli_first_run']['peak_rss_mb']:.0f} MB"]
         for mode in MODES:
             phases = cold.get(f"phases_{mode}")
             if phases:
