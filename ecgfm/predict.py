@@ -222,5 +222,5 @@ def describe(model: ECGFM, embedder: ECGFM | None = None) -> dict:
     info = {**model.provenance, "device": str(next(model.parameters()).device), "precision": precision_of(model),
             "ecgfm_version": __version__}
     if embedder is not None:
-        info["embedder"] = dict(embedder.provenance)
+        info["embedder"] = {**embedder.provenance, "precision": precision_of(embedder)}
     return info

@@ -102,6 +102,7 @@ def test_embedding_and_attention(models):
     assert result.attention.shape == (2, 156, 156)
     np.testing.assert_allclose(result.attention.sum(-1), 1.0, atol=1e-5)
     assert result.provenance["embedder"]["file"] == "encoder.pt"
+    assert result.provenance["embedder"]["precision"] == result.provenance["precision"] == "fp32"
 
 
 def test_result_is_json_serialisable_with_provenance(models):
