@@ -41,7 +41,7 @@ def load_model(checkpoint: str | os.PathLike = "finetuned", device: str | None =
     The model records where its weights came from in `model.provenance`.
     `precision`: "fp32" (default, the reference), "bf16" (the transformer's matrix products in
     bfloat16: ~1.9x faster on a CPU with bfloat16 instructions, approximate, see the README) or
-    "fp16" (the same in float16, CUDA only); recorded as provenance["mode"].
+    "fp16" (the same in float16, CUDA only); results name it in their provenance ("precision").
     """
     import torch
 
