@@ -5,8 +5,8 @@ fairseq_signals' release layout, optimizer state included (~1.08 GB, made once a
 ~/.cache/ecgfm/bench). Speed is reported as a ratio to this machine's own fp32 matmul rate, measured
 in the same run, so the figures mean something on any CPU. Nothing here is part of the test suite.
 
-The machine may be shared: each forward timing is paired with a matmul timing taken right before
-it, and medians over the pairs are reported, together with the load average.
+The machine may be shared: each forward timing is paired with matmul timings taken right before and
+right after it, and medians over the pairs are reported, together with the load average.
 """
 from __future__ import annotations
 
@@ -126,18 +126,25 @@ def matmul_rate(repeats: int = 7) -> float:
 
 
 def forward_latency(model, x, rounds: int) -> dict:
-    """Forward latency paired with a matmul measurement right before each (a shared machine's load
-    then affects both); efficiency = model GFLOP/s ÷ matmul GFLOP/s, from the medians."""
+    """Forward latency paired with matmul measurements right before and right after each (a shared
+    machine's load then affects both); efficiency = model GFLOP/s ÷ matmul GFLOP/s, the median over
+    the pairs, so a burst of someone else's work spoils a few pairs rather than the figure."""
     import torch
 
     a, b = torch.randn(MATMUL_N, MATMUL_N), torch.randn(MATMUL_N, MATMUL_N)
+
+    def matmul_rate_now() -> float:
+        return 2 * MATMUL_N ** 3 / min(_time(lambda: a @ b) for _ in range(2)) / 1e9
+
     with torch.inference_mode():
         model(x)  # warm-up: oneDNN primitives, page faults of mapped weights
-        latencies, rates = [], []
+        a @ b
+        latencies, rates, before = [], [], matmul_rate_now()
         for _ in range(rounds):
-            a @ b
-            rates.append(2 * MATMUL_N ** 3 / min(_time(lambda: a @ b) for _ in range(3)) / 1e9)
             latencies.append(_time(lambda: model(x)))
+            after = matmul_rate_now()
+            rates.append((before + after) / 2)
+            before = after
     latency, rate = statistics.median(latencies), statistics.median(rates)
     work = GFLOP_PER_SEGMENT * len(x)
     return {"segments": len(x), "latency_s": latency, "min_latency_s": min(latencies),
@@ -411,7 +418,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "latest.json",
                         help="where to write the results as JSON")
-    parser.add_argument("--rounds", type=int, default=7, help="timed forwards per batch size (B=16: fewer)")
+    parser.add_argument("--rounds", type=int, default=15, help="timed forwards per batch size (B=16: a third)")
     parser.add_argument("--cold-repeats", type=int, default=3, help="fresh processes per cold-start figure")
     parser.add_argument("--skip-cold", action="store_true", help="leave out the fresh-process measurements")
     parser.add_argument("--skip-app", action="store_true", help="leave out the app's requests per second")
@@ -446,7 +453,7 @@ def main() -> None:
                "forward": {}, "end_to_end": {}}
     print(f"matmul {results['matmul_gflops']:.0f} GFLOP/s; timing forwards …", flush=True)
     for mode, model in models.items():
-        results["forward"][mode] = [forward_latency(model, x[:b], rounds=args.rounds if b < 16 else 4)
+        results["forward"][mode] = [forward_latency(model, x[:b], rounds=args.rounds if b < 16 else max(args.rounds // 3, 3))
                                     for b in (1, 2, 16)]
         results["end_to_end"][mode] = end_to_end(model, files)
     fp32 = {r["segments"]: r for r in results["forward"]["fp32"]}
@@ -455,7 +462,7 @@ def main() -> None:
     results["speedup"], results["max_prob_diff"] = {}, {}
     for mode in modes[1:]:
         runs = {r["segments"]: r for r in results["forward"][mode]}
-        # Each forward is normalised by the matmul timed right before it, as for the efficiency, so
+        # Each forward is normalised by the matmuls timed around it, as for the efficiency, so
         # load that comes and goes between the fp32 and the faster runs does not skew the ratio.
         results["speedup"][mode] = {f"b{b}": runs[b]["efficiency"] / fp32[b]["efficiency"] for b in (1, 2, 16)}
         results["speedup"][mode].update({f"b{b}_best": runs[b]["best_pair_efficiency"] / fp32[b]["best_pair_efficiency"]
