@@ -26,7 +26,7 @@ import numpy as np
 from ..errors import ECGReadError
 from .leads import (EXTRA, MODIFIED, NON_ECG, STANDARD, Channel, RawRecord,
                     classify_lead, complete_limb_leads)
-from .record import STANDARD_LEADS, ECGRecord
+from .record import STANDARD_LEADS, ECGRecord, window_note
 
 __all__ = ["ECGRecord", "STANDARD_LEADS", "read_ecg", "read_ecgs", "MIN_FS", "MAX_FS"]
 
@@ -524,8 +524,7 @@ def _finalize(raw: RawRecord, fname: str, fs_given, start_s, duration_s, is_wfdb
         total = record.total_duration_s
         if total is not None and (record.start_s > 0 or record.duration_s < total - 1.0 / fs):
             end = record.start_s + record.duration_s
-            record.warnings.append(f"Used {record.start_s:.1f}–{end:.1f} s of the {total:.1f} s "
-                                   "recording.")
+            record.warnings.append(window_note(record.start_s, end, total))
     else:
         record = record.window(start_s, duration_s)
 

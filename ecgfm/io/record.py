@@ -1,6 +1,7 @@
 """The one in-memory form of an ECG that every reader returns and every consumer takes."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -10,6 +11,15 @@ from ..errors import ECGReadError
 
 STANDARD_LEADS: tuple[str, ...] = ("I", "II", "III", "aVR", "aVL", "aVF",
                                    "V1", "V2", "V3", "V4", "V5", "V6")
+
+
+def window_note(start_s: float, end_s: float, total_s: float) -> str:
+    """The warning naming the part of a recording that was used, in one wording everywhere, so
+    that cutting a window again replaces it (`_WINDOW_NOTE`) and no other warning."""
+    return f"Used {start_s:.1f}–{end_s:.1f} s of the {total_s:.1f} s recording."
+
+
+_WINDOW_NOTE = re.compile(r"Used [\d.]+–[\d.]+ s of the [\d.]+ s recording\.")
 
 
 def read_error(name: str, what: str) -> ECGReadError:
@@ -106,11 +116,11 @@ class ECGRecord:
             return self
         window_start = self.start_s + first / self.fs
         window_end = self.start_s + last / self.fs
-        note = (f"Used {window_start:.1f}–{window_end:.1f} s of the {self.total_duration_s:.1f} s recording.")
         return replace(
             self,
             signal=self.signal[:, first:last],
             extra_leads={k: v[first:last] for k, v in self.extra_leads.items()},
             start_s=window_start,
-            warnings=[w for w in self.warnings if not w.startswith("Used ")] + [note],
+            warnings=[w for w in self.warnings if not _WINDOW_NOTE.fullmatch(w)]
+            + [window_note(window_start, window_end, self.total_duration_s)],
         )

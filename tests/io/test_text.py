@@ -128,3 +128,17 @@ def test_quoted_fields_and_trailing_or_unnamed_columns(tmp_path):
                                          for i in range(400)))
     rec = read_ecg(extra, fs=500)
     assert "column 3" in rec.leads  # an unnamed column is kept, not silently dropped
+
+
+def test_a_window_keeps_the_other_warnings_and_says_which_part_was_used(tmp_path):
+    """Text is read whole and cut afterwards; cutting must replace only the earlier window note."""
+    data = _ecg(2, 250 * 20)
+    path = tmp_path / "holter.csv"
+    path.write_text("\n".join(["MLII,V1"] + [f"{a:.5f},{b:.5f}" for a, b in data.T]))
+    rec = read_ecg(path, fs=250, start_s=2, duration_s=5)
+    assert any("modified limb lead" in w for w in rec.warnings), rec.warnings
+    assert [w for w in rec.warnings if w.startswith("Used 2.0–7.0 s")] == [
+        "Used 2.0–7.0 s of the 20.0 s recording."]
+    again = rec.window(1, 2)
+    assert any("modified limb lead" in w for w in again.warnings)
+    assert [w for w in again.warnings if "s recording." in w] == ["Used 3.0–5.0 s of the 20.0 s recording."]
