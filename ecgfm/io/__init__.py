@@ -237,7 +237,7 @@ def _group(files: list[Path]) -> list[_Job]:
         if ext in _ANNOTATION_EXT and (path.stem in record_stems or ext != ".ecg"):
             annotations.append(path)
             continue
-        if ext in (".dat", ".xyz") and not _looks_like_text(path):
+        if ext in (".dat", ".xyz") and not _looks_like_text(_head(path, 4096)):
             raise ECGReadError(f"{path.name}: this is a WFDB signal file; upload its .hea header "
                                "with it.")
         leftovers.append(path)
@@ -250,8 +250,8 @@ def _group(files: list[Path]) -> list[_Job]:
     return jobs
 
 
-def _looks_like_text(path: Path) -> bool:
-    head = _head(path, 4096)
+def _looks_like_text(head: bytes) -> bool:
+    """Whether a file's first 4 KB read as delimited text (printable, with digits)."""
     if not head or b"\x00" in head:
         return False
     try:
@@ -303,7 +303,7 @@ def _read_wfdb(job: _Job, workdir: Path, start_s, duration_s) -> RawRecord:
 
 
 def _read_file(path: Path, fs, start_s, duration_s):
-    from . import archive, edf, matlab, numpy_format, text, vendor
+    from . import edf, matlab, numpy_format, text, vendor
 
     name = path.name
     ext = path.suffix.lower()
@@ -312,17 +312,13 @@ def _read_file(path: Path, fs, start_s, duration_s):
         return edf.read(path, start_s=start_s, duration_s=duration_s)
     if head.startswith(b"\x93NUMPY") or ext == ".npy":
         return numpy_format.read_npy(path, fs=fs)
-    if ext == ".npz" or (archive.looks_like_zip(head) and ext not in (".zip",)):
+    if ext == ".npz":  # any other zip was unpacked by `_expand` before reading
         return numpy_format.read_npz(path, fs=fs)
     if head.startswith(b"MATLAB") or ext == ".mat":
         return matlab.read(path, fs=fs)
-    if ext in _VENDOR_EXT or ext not in _TEXT_EXT:
-        if vendor.sniff(path, head):
-            return vendor.read(path)
-        if ext in _VENDOR_EXT and ext != ".ecg" or not _looks_like_text(path):
-            raise ECGReadError(f"{name}: the file format is not recognised as an ECG format "
-                               "this app reads.")
-    if _looks_like_text(path):
+    if (ext in _VENDOR_EXT or ext not in _TEXT_EXT) and vendor.sniff(path, head):
+        return vendor.read(path)
+    if _looks_like_text(head) and (ext not in _VENDOR_EXT or ext == ".ecg"):
         return text.read(path, fs=fs)
     raise ECGReadError(f"{name}: the file format is not recognised as an ECG format this app reads.")
 
