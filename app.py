@@ -43,7 +43,7 @@ from ecgfm.predict import BatchingPredictor, write_csv
 HERE = Path(__file__).resolve().parent
 EXAMPLES_DIR = HERE / "examples"
 MAX_FILE_SIZE = os.environ.get("ECGFM_MAX_FILE_SIZE", "100mb")
-PRECISION = os.environ.get("ECGFM_PRECISION", "fp32")  # "bf16": faster on most CPU Spaces, approximate
+PRECISION = os.environ.get("ECGFM_PRECISION", "fp32")  # "bf16": faster on CPUs with bfloat16 instructions
 MODEL_WAIT_S = 120.0  # how long a request waits for weights that are still loading
 MAX_BATCH_RECORDS = 8  # concurrent requests share a forward pass up to this many 10 s records
 CONCURRENT_REQUESTS = 8  # requests being read and prepared at once; their forwards are batched

@@ -23,12 +23,13 @@ gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
 import ecgfm  # noqa: E402
+from ecgfm.io.record import STANDARD_LEADS  # noqa: E402
 from ecgfm.labels import LABEL_NAMES  # noqa: E402
 from ecgfm.model import cpu_has_native_bf16  # noqa: E402
 from tests.fairseq_layout import write_checkpoint  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-LEADS = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
+LEADS = list(STANDARD_LEADS)
 START_TIMEOUT_S = 90
 
 
@@ -163,7 +164,7 @@ def files(tmp_path_factory) -> dict[str, list[Path]]:
 
 # --- with weights --------------------------------------------------------------------------------
 
-def test_health_and_info(app, checkpoint):
+def test_health_and_info(app, checkpoint, reference_model):
     url, _ = app
     health = get_json(f"{url}/health")
     assert health == {"status": "ok", "model_loaded": True, "model_status": "loaded", "reason": None}
@@ -172,7 +173,7 @@ def test_health_and_info(app, checkpoint):
     assert all(label["description"] and label["prevalence_pct"] > 0 for label in info["labels"])
     provenance = info["model"]["provenance"]
     assert provenance["file"] == checkpoint.name
-    assert provenance["sha256"] == ecgfm.load_model(checkpoint, device="cpu").provenance["sha256"]
+    assert provenance["sha256"] == reference_model.provenance["sha256"]
     assert provenance["device"] and provenance["ecgfm_version"] == ecgfm.__version__
     assert info["versions"]["ecgfm"] == ecgfm.__version__ and info["versions"]["gradio"]
     assert "not a medical device" in info["disclaimer"]

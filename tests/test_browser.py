@@ -17,7 +17,8 @@ if not CHROMIUM.exists():
                 allow_module_level=True)
 playwright_sync = pytest.importorskip("playwright.sync_api")
 
-from tests.test_app import running_app, wait_for_model, write_checkpoint, write_csv, write_wfdb  # noqa: E402
+from tests.fairseq_layout import write_checkpoint  # noqa: E402
+from tests.test_app import running_app, wait_for_model, write_csv, write_wfdb  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"

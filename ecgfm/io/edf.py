@@ -11,9 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .leads import Channel, RawRecord, voltage_scale
-from .record import read_error
-
-MAX_VALUES = 40_000_000
+from .record import MAX_VALUES, read_error
 
 
 def looks_like_edf(head: bytes) -> bool:

@@ -17,8 +17,8 @@ import numpy as np
 
 from ..errors import ECGReadError
 from .leads import Channel, RawRecord, names_for_unnamed, voltage_scale
-from .numpy_format import MAX_VALUES, orient
-from .record import STANDARD_LEADS, read_error
+from .numpy_format import orient
+from .record import MAX_VALUES, STANDARD_LEADS, read_error
 
 CPSC2018_FS = 500.0
 _SIGNAL_KEYS = ("feats", "signal", "signals", "ecg", "data", "x", "sig", "waveform", "p_signal")

@@ -14,9 +14,8 @@ import numpy as np
 
 from ..errors import ECGReadError
 from .leads import Channel, RawRecord, names_for_unnamed, voltage_scale
-from .record import read_error
+from .record import MAX_VALUES, read_error
 
-MAX_VALUES = 40_000_000
 _SIGNAL_KEYS = ("signal", "signals", "ecg", "data", "x", "sig", "val", "feats", "waveform", "p_signal")
 _RATE_KEYS = ("fs", "sampling_rate", "sample_rate", "sampling_frequency", "sfreq", "srate", "freq",
               "frequency", "org_sample_rate", "fs_hz")

@@ -11,6 +11,9 @@ from ..errors import ECGReadError
 
 STANDARD_LEADS: tuple[str, ...] = ("I", "II", "III", "aVR", "aVL", "aVF",
                                    "V1", "V2", "V3", "V4", "V5", "V6")
+# Samples of all signals together that one read may hold (~320 MB as float64): a header or array
+# claiming more is refused before anything is allocated.
+MAX_VALUES = 40_000_000
 
 
 def window_note(start_s: float, end_s: float, total_s: float) -> str:

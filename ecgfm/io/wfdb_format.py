@@ -16,13 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from .leads import Channel, RawRecord, voltage_scale
-from .record import read_error
+from .record import MAX_VALUES, read_error
 
 # Bits per stored sample, per WFDB storage format; compressed FLAC formats (5xx) have no fixed size.
 _BITS = {"8": 8, "16": 16, "24": 24, "32": 32, "61": 16, "80": 8, "160": 16, "212": 12,
          "310": 32 / 3, "311": 32 / 3}
 _COMPRESSED = {"508", "516", "524"}
-MAX_VALUES = 40_000_000  # samples of all signals together in one read (~320 MB as float64)
 MAX_HEADER_BYTES = 1_000_000
 
 
