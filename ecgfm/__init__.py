@@ -6,7 +6,8 @@
     result = ecgfm.predict(model, ecg)
 
 Research use only: ECG-FM is not a medical device and its outputs are not diagnoses.
-Plotting (matplotlib) is imported on first use.
+torch is imported when a model is loaded, plotting (matplotlib) on first use: reading files alone
+stays light.
 """
 from __future__ import annotations
 
@@ -18,8 +19,7 @@ from .io import ECGRecord, read_ecg, read_ecgs
 from .labels import LABEL_NAMES, LABELS
 from .predict import Prediction, predict  # after the submodule import, so the function wins the name
 from .preprocess import prepare
-
-__version__ = "0.1.0"
+from .version import __version__
 
 if TYPE_CHECKING:
     from .model import ECGFM
@@ -50,6 +50,9 @@ def load_model(checkpoint: str | os.PathLike = "finetuned", device: str | None =
     from .model import check_precision, set_precision
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ECGFMError(f"The device {device} was asked for, but torch finds no CUDA GPU on this "
+                         "machine; use the CPU (device 'cpu').")
     check_precision(precision, device)
     path, provenance = locate_checkpoint(checkpoint)
     model = load_checkpoint(path, sha256=provenance.get("sha256"), precision=precision)

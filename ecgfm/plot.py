@@ -51,7 +51,7 @@ _HEADER_MM = 12.0
 
 
 def _statuses(record: ECGRecord, lead_status: dict[str, str] | None) -> dict[str, str]:
-    """Each lead the record has or should have -> "recorded" | "derived" | "zero-filled"."""
+    """Each lead the record has or should have -> "recorded" | "derived" | "flat" | "zero-filled"."""
     out = {}
     for lead in list(STANDARD_LEADS) + [lead for lead in record.leads if lead not in STANDARD_LEADS]:
         if lead not in record.leads or lead in record.zero_leads:
@@ -73,6 +73,8 @@ def _label(lead: str, status: str) -> tuple[str, str]:
         return f"{lead} (derived)", DERIVED
     if status == "zero-filled":
         return f"{lead} — not recorded", MUTED
+    if status == "flat":
+        return f"{lead} — flat, no signal", MUTED
     return lead, TRACE
 
 

@@ -1,21 +1,29 @@
-"""From records to ECG-FM's findings: segments → one batched forward → sigmoid → per-label aggregation."""
+"""From records to ECG-FM's findings: segments → one batched forward → sigmoid → per-label aggregation.
+
+torch is imported by the functions that run the model, so that reading files (the CLI's `info`,
+the app's `/read`) never pays for it.
+"""
 from __future__ import annotations
 
 import csv
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass, field
-from typing import IO, Sequence
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING, Sequence
 
 import numpy as np
-import torch
 
-from .errors import ECGFMError
+from .adequacy import Adequacy, unusable
+from .errors import ECGFMError, ECGReadError
 from .io.record import ECGRecord
 from .labels import LABELS
-from .model import ECGFM, pool, precision_of
 from .preprocess import PreparedECG, prepare
+
+if TYPE_CHECKING:
+    import torch
+
+    from .model import ECGFM
 
 DEFAULT_WINDOW_S = 10.0  # ECG-FM was trained on 10 s resting ECGs; longer recordings are windowed
 MAX_BATCH_SEGMENTS = 32  # bounds memory for long windows; results do not depend on it
@@ -30,22 +38,27 @@ class SegmentResult:
 
 @dataclass
 class Prediction:
-    """ECG-FM's reading of one record. Probabilities are the model's sigmoid outputs, nothing more."""
+    """ECG-FM's reading of one record. Probabilities are the model's sigmoid outputs, nothing more.
+
+    `adequacy` says first whether they should be read at all: None probabilities (and no
+    segments) for an unusable input, probabilities marked as not reliable for a limited one.
+    """
 
     name: str
-    probabilities: dict[str, float]
+    probabilities: dict[str, float] | None
     segments: list[SegmentResult]
     lead_status: dict[str, str]
     warnings: list[str]
     provenance: dict
+    adequacy: Adequacy
     embedding: np.ndarray | None = None   # [D], from the pretrained encoder, averaged over segments
     attention: np.ndarray | None = None   # [S, T, T], last layer, averaged over heads
-    extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """A JSON-serialisable form, as the CLI and the app's API return it."""
         out = {
             "file": self.name,
+            "input_adequacy": self.adequacy.to_dict(),
             "probabilities": self.probabilities,
             "segments": [{"start_s": round(s.start_s, 3), "end_s": round(s.end_s, 3),
                           "probabilities": s.probabilities} for s in self.segments],
@@ -74,29 +87,41 @@ def predict(model: ECGFM, records: ECGRecord | Sequence[ECGRecord], *, embedder:
                          "encoder only gives embeddings, pass it as embedder=.")
     single = isinstance(records, ECGRecord)
     batch = [records] if single else list(records)
-    prepared = [prepare(record.window(start_s, duration_s)) for record in batch]
-    logits, attn = _forward(model, prepared, need_attention=attention)
-    probabilities = torch.sigmoid(logits).numpy()
+    prepared = [_prepare_window(record, start_s, duration_s) for record in batch]
+    probabilities, attn = _forward(model, prepared, need_attention=attention)
     embeddings = None
     if embedder is not None:
         embeddings = _pooled(embedder, prepared)
 
     results, first = [], 0
-    for index, (record, prep) in enumerate(zip(batch, prepared)):
+    provenance = describe(model, embedder)
+    for record, prep in zip(batch, prepared):
         count = len(prep.segments)
         per_segment = probabilities[first:first + count]
         results.append(Prediction(
             name=record.name,
-            probabilities=aggregate(per_segment),
+            probabilities=aggregate(per_segment) if count else None,
             segments=[SegmentResult(start, end, _as_dict(row)) for (start, end), row in zip(prep.spans_s, per_segment)],
             lead_status=prep.lead_status,
             warnings=prep.warnings,
-            provenance=describe(model, embedder),
-            embedding=None if embeddings is None else embeddings[first:first + count].mean(axis=0),
-            attention=None if attn is None else attn[first:first + count],
+            provenance=provenance,
+            adequacy=prep.adequacy,
+            embedding=None if embeddings is None or not count else embeddings[first:first + count].mean(axis=0),
+            attention=None if attn is None or not count else attn[first:first + count],
         ))
         first += count
     return results[0] if single else results
+
+
+def _prepare_window(record: ECGRecord, start_s: float, duration_s: float | None) -> PreparedECG:
+    """The window's preparation; a window that leaves nothing of the record is unusable input."""
+    try:
+        window = record.window(start_s, duration_s)
+    except ECGReadError as error:
+        reason = str(error).removeprefix(f"{record.name}: ").rstrip(".")
+        return PreparedECG(segments=np.zeros((0, 12, 2500), dtype=np.float32), padding_mask=None, spans_s=[],
+                           lead_status={}, warnings=list(record.warnings), adequacy=unusable(reason))
+    return prepare(window)
 
 
 class BatchingPredictor:
@@ -151,19 +176,26 @@ class BatchingPredictor:
             first += len(records)
 
 
-CSV_COLUMNS = ("file", "scope", "start_s", "end_s", *(label.name for label in LABELS))
+CSV_COLUMNS = ("file", "scope", "start_s", "end_s", "input_adequacy", "warnings", "model_sha256",
+               *(label.name for label in LABELS))
 
 
 def write_csv(results: Sequence[dict], handle: IO[str]) -> None:
-    """Results (`Prediction.to_dict()` form) as CSV: per record, its aggregated row then one per segment."""
+    """Results (`Prediction.to_dict()` form) as CSV: per record, its aggregated row then one per segment.
+
+    An unusable record still gets its row, with its adequacy and no probabilities.
+    """
     writer = csv.writer(handle)
     writer.writerow(CSV_COLUMNS)
     for result in results:
         segments = result["segments"]
-        writer.writerow([result["file"], "record", segments[0]["start_s"], segments[-1]["end_s"],
-                         *(result["probabilities"][label.name] for label in LABELS)])
+        facts = [result["input_adequacy"]["level"], len(result["warnings"]), result["provenance"].get("sha256")]
+        probabilities = result["probabilities"] or {}
+        writer.writerow([result["file"], "record", segments[0]["start_s"] if segments else "",
+                         segments[-1]["end_s"] if segments else "", *facts,
+                         *(probabilities.get(label.name, "") for label in LABELS)])
         for segment in segments:
-            writer.writerow([result["file"], "segment", segment["start_s"], segment["end_s"],
+            writer.writerow([result["file"], "segment", segment["start_s"], segment["end_s"], *facts,
                              *(segment["probabilities"][label.name] for label in LABELS)])
 
 
@@ -179,6 +211,8 @@ def _as_dict(row: np.ndarray) -> dict[str, float]:
 
 def _batches(model: ECGFM, prepared: list[PreparedECG]):
     """All records' segments as [B, 12, 2500] tensors with their padding masks, in chunks."""
+    import torch
+
     segments = np.concatenate([p.segments for p in prepared])
     if any(p.padding_mask is not None for p in prepared):
         masks = np.concatenate([p.padding_mask if p.padding_mask is not None
@@ -192,32 +226,40 @@ def _batches(model: ECGFM, prepared: list[PreparedECG]):
         yield chunk, mask
 
 
-@torch.inference_mode()
-def _forward(model: ECGFM, prepared: list[PreparedECG], need_attention: bool) -> tuple[torch.Tensor, np.ndarray | None]:
-    logits, attention = [], []
-    for chunk, mask in _batches(model, prepared):
-        out = model(chunk, mask, return_attention=need_attention)
-        logits.append(out.logits.float().cpu())
-        if need_attention:
-            attention.append(out.attention[:, -1].float().cpu().numpy())
-    return torch.cat(logits), (np.concatenate(attention) if need_attention else None)
+def _forward(model: ECGFM, prepared: list[PreparedECG], need_attention: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Sigmoid probabilities [S, 17] for all segments (and the last layer's attention if asked)."""
+    import torch
+
+    probabilities, attention = [np.zeros((0, len(LABELS)), dtype=np.float32)], []
+    with torch.inference_mode():
+        for chunk, mask in _batches(model, prepared):
+            out = model(chunk, mask, return_attention=need_attention)
+            probabilities.append(torch.sigmoid(out.logits.float()).cpu().numpy())
+            if need_attention:
+                attention.append(out.attention[:, -1].float().cpu().numpy())
+    return np.concatenate(probabilities), (np.concatenate(attention) if attention else None)
 
 
-@torch.inference_mode()
 def _pooled(encoder: ECGFM, prepared: list[PreparedECG]) -> np.ndarray:
+    import torch
+
+    from .model import pool
+
     if encoder.head is not None:
         raise ECGFMError("embedder must be the pretrained encoder (load_model('pretrained')): ECG-FM's "
                          "embeddings come from it, not from the finetuned classifier.")
-    pooled = []
-    for chunk, mask in _batches(encoder, prepared):
-        out = encoder(chunk, mask)
-        pooled.append(pool(out.hidden, out.frame_mask).float().cpu().numpy())
+    pooled = [np.zeros((0, encoder.dims.embed_dim), dtype=np.float32)]
+    with torch.inference_mode():
+        for chunk, mask in _batches(encoder, prepared):
+            out = encoder(chunk, mask)
+            pooled.append(pool(out.hidden, out.frame_mask).float().cpu().numpy())
     return np.concatenate(pooled)
 
 
 def describe(model: ECGFM, embedder: ECGFM | None = None) -> dict:
     """What produced a result: the weights' origin and hash, the device and precision, our version."""
-    from . import __version__
+    from .model import precision_of
+    from .version import __version__
 
     info = {**model.provenance, "device": str(next(model.parameters()).device), "precision": precision_of(model),
             "ecgfm_version": __version__}

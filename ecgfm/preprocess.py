@@ -6,20 +6,23 @@ notebooks/infer_quickstart.ipynb), run with ecg-transform's own transforms:
     ReorderLeads(I, II, III, aVR, aVL, aVF, V1-V6) -> LinearResample(500 Hz)
     -> HandleConstantLeads('zero') -> Standardize() -> SegmentNonoverlapping(2500)
 
-What the quickstart does not cover is handled here, never silently (each adds a warning):
-limb leads missing from the file are derived from I and II; a lead that cannot be derived is
-zero-filled; a record shorter than 5 s is standardized over its real samples and then zero-padded
-to 2500 samples with a padding mask; a tail dropped by segmentation is mentioned.
+What the quickstart does not cover is handled here, never silently: limb leads missing from the
+file are derived from I and II (a warning); a lead that cannot be derived is zero-filled, and a lead
+held (nearly) constant is zeroed; a record shorter than 5 s is standardized over its real samples and
+then zero-padded to 2500 samples with a padding mask; a tail dropped by segmentation is mentioned.
+Whatever makes the input differ from a complete 12-lead ECG is stated once, in `adequacy`
+(see adequacy.py), not repeated as warnings.
 
 ecg-transform (and through it scipy.interpolate, ~0.5 s) is imported on the first `prepare` call,
 not when this module is imported.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
+from .adequacy import NO_SIGNAL, Adequacy, judge, unusable
 from .errors import ECGFMError
 from .io.leads import derive_missing_limb_leads
 from .io.record import STANDARD_LEADS, ECGRecord
@@ -33,6 +36,9 @@ LEAD_ORDER: list[str] = list(STANDARD_LEADS)
 TAIL_WARNING_S = 0.5
 # Below this there is not even one full heartbeat to look at; padding it to 5 s would be pretending.
 MIN_DURATION_S = 1.0
+# A lead whose whole window spans less than this carries no ECG (a QRS is ~0.5-2 mV; 20 µV is a
+# few steps of a typical ECG ADC).
+FLAT_PEAK_TO_PEAK_MV = 0.02
 
 
 @dataclass
@@ -42,8 +48,9 @@ class PreparedECG:
     segments: np.ndarray  # float32 [S, 12, 2500]
     padding_mask: np.ndarray | None  # bool [S, 2500], True = padded; None when nothing is padded
     spans_s: list[tuple[float, float]]  # (start, end) of each segment in the original recording, s
-    lead_status: dict[str, str]  # lead -> "recorded" | "derived" | "zero-filled"
-    warnings: list[str] = field(default_factory=list)
+    lead_status: dict[str, str]  # lead -> "recorded" | "derived" | "flat" | "zero-filled"
+    warnings: list[str]
+    adequacy: Adequacy
 
 
 _TRANSFORMS = None
@@ -77,8 +84,20 @@ def _plural(items: list[str], one: str, many: str) -> str:
     return f"{one} {items[0]}" if len(items) == 1 else f"{many} {', '.join(items)}"
 
 
+def _unusable(record: ECGRecord, warnings: list[str], reason: str,
+              status: dict[str, str] | None = None) -> PreparedECG:
+    """Nothing for the model: no segments, and the reason the result will give instead."""
+    status = status or {lead: "recorded" if lead in record.leads else "zero-filled" for lead in LEAD_ORDER}
+    return PreparedECG(segments=np.zeros((0, len(LEAD_ORDER), SEGMENT_SAMPLES), dtype=np.float32),
+                       padding_mask=None, spans_s=[], lead_status=status, warnings=warnings,
+                       adequacy=unusable(reason))
+
+
 def prepare(record: ECGRecord) -> PreparedECG:
-    """Turn a record into ECG-FM's input: 12 leads, 500 Hz, standardized, 5 s segments."""
+    """Turn a record into ECG-FM's input: 12 leads, 500 Hz, standardized, 5 s segments.
+
+    Never raises for a record the model should not judge: its `adequacy` says why instead.
+    """
     warnings = list(record.warnings)
     n_before = len(record.warnings)
 
@@ -88,35 +107,42 @@ def prepare(record: ECGRecord) -> PreparedECG:
 
     present = [lead for lead in LEAD_ORDER if lead in record.leads]
     if not present:
-        raise ECGFMError(f"{record.name}: none of the 12 standard leads (I, II, III, aVR, aVL, aVF, "
-                         f"V1-V6) is in the recording (it has {', '.join(record.leads) or 'no leads'}).")
+        others = [*record.leads, *record.extra_leads]
+        return _unusable(record, warnings, "none of the 12 standard leads (I, II, III, aVR, aVL, aVF, "
+                                           f"V1-V6) is in the recording (it has {', '.join(others) or 'none'})")
     rows = [record.leads.index(lead) for lead in present]
     signal = record.signal[rows]
     bad = [lead for lead, row in zip(present, signal) if not np.isfinite(row).all()]
     if bad:
-        raise ECGFMError(f"{record.name}: {_plural(bad, 'lead', 'leads')} still contain"
-                         f"{'s' if len(bad) == 1 else ''} missing (NaN) or infinite samples; "
-                         "they cannot be given to the model.")
+        return _unusable(record, warnings, f"{_plural(bad, 'lead', 'leads')} still contain"
+                                           f"{'s' if len(bad) == 1 else ''} missing (NaN) or infinite samples")
     if record.duration_s < MIN_DURATION_S:
-        raise ECGFMError(f"{record.name}: the recording lasts {record.duration_s:.2f} s; at least "
-                         f"{MIN_DURATION_S:g} s is needed (ECG-FM reads 5 s segments).")
+        return _unusable(record, warnings, f"the recording lasts {record.duration_s:.2f} s; at least "
+                                           f"{MIN_DURATION_S:g} s is needed")
 
-    derived = set(record.derived_leads)
-    zero = set(record.zero_leads)
     lead_status = {}
     for lead in LEAD_ORDER:
-        if lead not in record.leads or lead in zero:
+        if lead not in record.leads or lead in record.zero_leads:
             lead_status[lead] = "zero-filled"
-        elif lead in derived:
+        elif lead in record.derived_leads:
             lead_status[lead] = "derived"
         else:
             lead_status[lead] = "recorded"
-    missing = [lead for lead in LEAD_ORDER if lead not in record.leads]
-    if missing:
-        warnings.append(f"{_plural(missing, 'Lead', 'Leads')} {'is' if len(missing) == 1 else 'are'} "
-                        "not in the recording and could not be derived; "
-                        f"{'it was' if len(missing) == 1 else 'they were'} filled with zeros, so "
-                        "results may be less reliable.")
+    # A lead held (nearly) constant carries no ECG: a disconnected electrode, or a cart reporting
+    # an offset. Standardizing it would blow its noise up into a signal, so it is zeroed, as
+    # ECG-FM's pipeline does for exactly constant leads.
+    flat = [lead for lead, row in zip(present, signal)
+            if lead_status[lead] != "zero-filled" and np.ptp(row) < FLAT_PEAK_TO_PEAK_MV]
+    if flat:
+        signal = signal.copy()
+        for lead in flat:
+            signal[present.index(lead)] = 0.0
+            lead_status[lead] = "flat"
+        warnings.append(f"{_plural(flat, 'Lead', 'Leads')} {'is' if len(flat) == 1 else 'are'} flat "
+                        f"(less than {FLAT_PEAK_TO_PEAK_MV * 1000:g} µV peak to peak: no signal) and "
+                        f"{'was' if len(flat) == 1 else 'were'} set to zero.")
+    if all(status in ("flat", "zero-filled") for status in lead_status.values()):
+        return _unusable(record, warnings, NO_SIGNAL, lead_status)
 
     t = _pipeline()
     n = signal.shape[1]
@@ -129,24 +155,16 @@ def prepare(record: ECGRecord) -> PreparedECG:
     for step in ("reorder", "resample", "constant", "standardize"):
         inps = t[step](inps)
 
-    flat = [lead for lead, row in zip(LEAD_ORDER, inps[0].signal)
-            if lead_status[lead] != "zero-filled" and not row.any()]
-    if flat:
-        warnings.append(f"{_plural(flat, 'Lead', 'Leads')} {'is' if len(flat) == 1 else 'are'} flat "
-                        "(a constant value, no signal) and "
-                        f"{'was' if len(flat) == 1 else 'were'} set to zero, as ECG-FM's pipeline does.")
-
     n_res = inps[0].signal.shape[1]
     start = record.start_s
+    padded_s = None
     if n_res < SEGMENT_SAMPLES:
         # Standardized over the real samples above; only now padded, with a mask for the model.
         inps = t["pad"](inps)
         mask = np.zeros((1, SEGMENT_SAMPLES), dtype=bool)
         mask[0, n_res:] = True
         spans = [(start, start + record.duration_s)]
-        warnings.append(f"The recording is {record.duration_s:.1f} s long, shorter than the 5 s "
-                        f"ECG-FM reads at a time; it was padded to 5 s and the model was told to "
-                        "ignore the padding. Results on short recordings may be less reliable.")
+        padded_s = record.duration_s
     else:
         inps = t["segment"](inps)
         mask = None
@@ -163,5 +181,5 @@ def prepare(record: ECGRecord) -> PreparedECG:
     segments = np.stack([inp.signal for inp in inps]).astype(np.float32)
     if not np.isfinite(segments).all():  # cannot happen after the checks above; never feed NaN
         raise ECGFMError(f"{record.name}: preprocessing produced non-finite values.")
-    return PreparedECG(segments=segments, padding_mask=mask, spans_s=spans,
-                       lead_status=lead_status, warnings=warnings)
+    return PreparedECG(segments=segments, padding_mask=mask, spans_s=spans, lead_status=lead_status,
+                       warnings=warnings, adequacy=judge(lead_status, padded_s=padded_s, fs=record.fs))

@@ -1,6 +1,7 @@
 """predict: segments → one batched forward → sigmoid → ECG-FM's per-label aggregation."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -75,7 +76,7 @@ def test_several_records_in_one_forward_equal_each_alone(models):
         alone = predict(classifier, record)
         for name in alone.probabilities:
             assert result.probabilities[name] == pytest.approx(alone.probabilities[name], abs=1e-5)
-    assert any("padded" in w for w in together[1].warnings)
+    assert together[1].adequacy.level == "limited" and together[0].adequacy.level == "complete"
 
 
 def test_long_records_are_windowed_and_say_so(models):
@@ -164,8 +165,32 @@ def test_one_bad_request_does_not_fail_the_others_in_its_batch(models):
     from ecgfm.predict import BatchingPredictor
 
     classifier, _ = models
-    records = [synthetic("good", 10.0), synthetic("tiny", 0.5), synthetic("also good", 6.0)]
+    class Broken(ECGRecord):
+        def window(self, start_s=0.0, duration_s=None):
+            raise ECGFMError(f"{self.name}: broken on purpose.")
+
+    good = synthetic("good", 10.0)
+    broken = Broken(**{f.name: getattr(synthetic("broken", 10.0), f.name) for f in dataclasses.fields(ECGRecord)})
+    records = [good, broken, synthetic("also good", 6.0)]
     results, errors = _call_concurrently(BatchingPredictor(classifier, wait_s=0.05), records)
-    assert set(errors) == {"tiny"} and "0.50 s" in errors["tiny"]
+    assert errors == {"broken": "broken: broken on purpose."}
     assert set(results) == {"good", "also good"}
     assert results["good"].probabilities == pytest.approx(predict(classifier, records[0]).probabilities, abs=1e-5)
+
+
+def test_unusable_records_are_answered_without_probabilities(models):
+    classifier, encoder = models
+    records = [synthetic("tiny", 0.5), synthetic("good", 10.0), synthetic("ends early", 6.0)]
+    flat = synthetic("flat", 10.0)
+    flat.signal[:] = 0.25
+    results = predict(classifier, [*records, flat], embedder=encoder, start_s=7.0)
+    by_name = {r.name: r for r in results}
+    assert by_name["good"].probabilities is not None and by_name["good"].adequacy.level == "limited"  # 3 s, padded
+    for name in ("tiny", "ends early", "flat"):
+        assert by_name[name].probabilities is None and by_name[name].segments == []
+        assert by_name[name].adequacy.level == "unusable" and by_name[name].embedding is None
+    assert "after the end" in by_name["ends early"].adequacy.reasons[0]
+    assert by_name["good"].probabilities == pytest.approx(predict(classifier, records[1], start_s=7.0).probabilities, abs=1e-6)
+    as_dict = by_name["flat"].to_dict()
+    assert as_dict["probabilities"] is None and as_dict["input_adequacy"]["level"] == "unusable"
+    json.dumps(as_dict)

@@ -81,7 +81,47 @@ def test_constant_lead_is_zero_as_quickstart():
     np.testing.assert_array_equal(prepared.segments, quickstart(sig, 500, LEADS))
     assert not prepared.segments[:, LEADS.index("V2")].any()
     assert any("V2" in w and "flat" in w for w in prepared.warnings)
-    assert prepared.lead_status["V2"] == "recorded"
+    assert prepared.lead_status["V2"] == "flat"
+    assert prepared.adequacy.level == "limited"
+    assert any("V2" in r and "flat" in r for r in prepared.adequacy.reasons)
+
+
+@pytest.mark.parametrize("offset", [0.0, 1.7, -0.4])
+def test_near_constant_lead_is_flat_and_zeroed(offset):
+    """A disconnected cart can report an offset with an LSB of noise: flat, not a signal."""
+    sig = synthetic(500, 10, seed=14)
+    rng = np.random.default_rng(1)
+    sig[LEADS.index("V5")] = offset + rng.integers(-1, 2, sig.shape[1]) * 0.005  # +-1 LSB of 5 uV
+    prepared = prepare(record(sig, 500))
+    assert prepared.lead_status["V5"] == "flat"
+    assert not prepared.segments[:, LEADS.index("V5")].any()
+    others = [i for i, lead in enumerate(LEADS) if lead != "V5"]
+    np.testing.assert_array_equal(prepared.segments[:, others], quickstart(sig, 500, LEADS)[:, others])
+
+
+def test_low_amplitude_lead_is_not_flat():
+    sig = synthetic(500, 10, seed=15)
+    sig[LEADS.index("aVL")] *= 0.05 / np.ptp(sig[LEADS.index("aVL")])  # 50 uV peak to peak: small, real
+    prepared = prepare(record(sig, 500))
+    assert prepared.lead_status["aVL"] == "recorded"
+    assert prepared.adequacy.level == "complete" and prepared.adequacy.reasons == ()
+
+
+def test_every_lead_constant_is_unusable():
+    sig = np.tile(np.linspace(-0.5, 0.6, 12, dtype=np.float32)[:, None], (1, 5000))
+    prepared = prepare(record(sig, 500))
+    assert prepared.adequacy.level == "unusable" and len(prepared.segments) == 0
+    assert "flat or missing" in prepared.adequacy.reasons[0]
+
+
+def test_all_zero_recording_is_unusable():
+    prepared = prepare(record(np.zeros((12, 5000), dtype=np.float32), 500))
+    assert prepared.adequacy.level == "unusable" and prepared.spans_s == []
+
+
+def test_complete_record_is_complete():
+    prepared = prepare(record(synthetic(500, 10, seed=16), 500))
+    assert prepared.adequacy.level == "complete" and prepared.adequacy.usable
 
 
 def test_standardized_per_lead_over_whole_record():
@@ -107,7 +147,8 @@ def test_short_record_is_padded_with_mask():
     expected = (sig - sig.mean(axis=1, keepdims=True)) / (sig.std(axis=1, keepdims=True) + 1e-8)
     np.testing.assert_allclose(real, expected, atol=1e-5)
     assert prepared.spans_s == [(2.0, 5.0)]
-    assert any("padded" in w and "3.0 s" in w for w in prepared.warnings)
+    assert prepared.adequacy.level == "limited"
+    assert any("padded" in r and "3.0 s" in r for r in prepared.adequacy.reasons)
 
 
 def test_short_record_resampled_and_padded():
@@ -118,9 +159,10 @@ def test_short_record_resampled_and_padded():
     assert prepared.spans_s == [(0.0, 4.0)]
 
 
-def test_too_short_record_refused():
-    with pytest.raises(ECGFMError, match="at least"):
-        prepare(record(synthetic(500, 0.5), 500))
+def test_too_short_record_is_unusable():
+    prepared = prepare(record(synthetic(500, 0.5), 500))
+    assert prepared.adequacy.level == "unusable" and "0.50 s" in prepared.adequacy.reasons[0]
+    assert prepared.segments.shape == (0, 12, SEGMENT_SAMPLES)
 
 
 def test_eight_lead_record_gets_limb_leads_derived():
@@ -147,7 +189,9 @@ def test_missing_precordial_lead_zero_filled():
     assert prepared.lead_status["V4"] == "zero-filled"
     assert sum(s == "zero-filled" for s in prepared.lead_status.values()) == 1
     assert not prepared.segments[:, LEADS.index("V4")].any()
-    assert any("V4" in w and "zeros" in w for w in prepared.warnings)
+    assert prepared.adequacy.level == "limited"
+    assert prepared.adequacy.reasons == ("1 of 12 leads not recorded and given to the model as zeros (lead V4)",)
+    assert not any("V4" in w for w in prepared.warnings)  # said once, in the adequacy
     # The other leads are as the quickstart makes them.
     other = [LEADS.index(lead) for lead in leads]
     np.testing.assert_array_equal(prepared.segments[:, other], quickstart(sig, 500, LEADS)[:, other])
@@ -159,7 +203,7 @@ def test_limb_leads_without_i_cannot_be_derived():
     prepared = prepare(record(sig, 500, leads))
     for lead in ("I", "III", "aVR", "aVL", "aVF"):
         assert prepared.lead_status[lead] == "zero-filled"
-    assert any("I, III, aVR, aVL, aVF" in w for w in prepared.warnings)
+    assert any("I, III, aVR, aVL, aVF" in r for r in prepared.adequacy.reasons)
 
 
 def test_reader_zero_and_derived_leads_reported():
@@ -187,11 +231,11 @@ def test_small_tail_not_mentioned():
     assert prepared.warnings == []
 
 
-def test_nan_refused():
+def test_nan_is_unusable():
     sig = synthetic(500, 10)
     sig[LEADS.index("aVL"), 100:120] = np.nan
-    with pytest.raises(ECGFMError, match="aVL"):
-        prepare(record(sig, 500))
+    prepared = prepare(record(sig, 500))
+    assert prepared.adequacy.level == "unusable" and "aVL" in prepared.adequacy.reasons[0]
 
 
 def test_nan_in_extra_leads_ignored():
@@ -201,9 +245,15 @@ def test_nan_in_extra_leads_ignored():
     assert np.isfinite(prepared.segments).all()
 
 
-def test_no_standard_lead_refused():
-    with pytest.raises(ECGFMError, match="none of the 12"):
-        prepare(record(synthetic(500, 10, n_leads=1), 500, ["X"]))
+def test_no_standard_lead_is_unusable():
+    prepared = prepare(record(synthetic(500, 10, n_leads=1), 500, ["X"]))
+    assert prepared.adequacy.level == "unusable"
+    assert "none of the 12" in prepared.adequacy.reasons[0] and "X" in prepared.adequacy.reasons[0]
+
+
+def test_low_sampling_rate_is_limited():
+    prepared = prepare(record(synthetic(200, 10, seed=17), 200))
+    assert prepared.adequacy.level == "limited" and "200 Hz" in prepared.adequacy.reasons[0]
 
 
 def test_record_not_modified():
