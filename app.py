@@ -6,19 +6,22 @@
 
 Research use only: ECG-FM is not a medical device and its outputs are not diagnoses.
 
-Endpoints (besides the page):
-- Gradio API `/predict` (files, sampling_rate_hz=None, start_s=0) -> {"records": [...], ...}
-- Gradio API `/read`    (files, sampling_rate_hz=None, start_s=0) -> {"records": [...], ...}
-- Gradio API `/plot`    (files, sampling_rate_hz=None, start_s=0) -> [(PNG, file name), ...]
+Endpoints (besides the page), each taking (files, sampling_rate_hz=None, start_s=0, leads=None):
+- Gradio API `/predict` -> {"records": [...]}: per record its probabilities, input adequacy, what
+  was read and warnings, or {"file", "error"} for a file that could not be read
+- Gradio API `/read`    -> {"records": [...]}: what was read, no model
+- Gradio API `/plot`    -> [(PNG, record name), ...]: the ECG on paper, no model
+- Gradio API `/report`  -> [PDF, ...]: the one-page report of each record
 - HTTP `GET /health` (is the app up, is the model loaded, and if not why) and `GET /info`.
 
-Privacy: uploads are deleted seconds after they have been read; results are written into Gradio's
-cache, which `delete_cache` empties on a schedule; the browser keeps no run history; nothing
-from a file (values, header text, names) is written to the log.
+Privacy: files sent by scripts are deleted seconds after they have been read; files on the page stay
+while the page uses them (so settings can be changed and the analysis re-run) and are deleted
+PAGE_IDLE_S after their last use, or seconds after the page is closed. Results are written into
+Gradio's cache, which `delete_cache` empties on a schedule; the browser keeps no run history;
+nothing from a file (values, header text, names) is written to the log.
 """
 from __future__ import annotations
 
-import base64
 import functools
 import hashlib
 import html
@@ -35,10 +38,13 @@ import gradio as gr
 from fastapi import FastAPI
 
 import ecgfm
+from ecgfm import report as reports
 from ecgfm.errors import ECGFMError, WeightsUnavailableError
+from ecgfm.io.record import STANDARD_LEADS
 from ecgfm.labels import LABELS
 from ecgfm.predict import DEFAULT_WINDOW_S as WINDOW_S  # ECG-FM reads 10 s windows
 from ecgfm.predict import BatchingPredictor, write_csv
+from ecgfm.report import DISCLAIMER
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES_DIR = HERE / "examples"
@@ -47,13 +53,10 @@ PRECISION = os.environ.get("ECGFM_PRECISION", "fp32")  # "bf16": faster on CPUs 
 MODEL_WAIT_S = 120.0  # how long a request waits for weights that are still loading
 MAX_BATCH_RECORDS = 8  # concurrent requests share a forward pass up to this many 10 s records
 CONCURRENT_REQUESTS = 8  # requests being read and prepared at once; their forwards are batched
-UPLOAD_GRACE_S = float(os.environ.get("ECGFM_UPLOAD_GRACE_S", "10"))  # uploads live this long after use
+UPLOAD_GRACE_S = float(os.environ.get("ECGFM_UPLOAD_GRACE_S", "10"))  # scripts' files live this long after use
+PAGE_IDLE_S = float(os.environ.get("ECGFM_PAGE_IDLE_S", "600"))  # the page's files, after their last use
 RETRY_LOAD_AFTER_S = 60.0  # a failed load (no network ...) is tried again at most this often
-DISCLAIMER = ("Research use only. ECG-FM is not a medical device; its outputs are not diagnoses and "
-              "must not be used for clinical decisions.")
-PROBABILITY_NOTE = ("Each probability is the model's output for that finding on this window, between "
-                    "0 and 1; no threshold is applied. The baseline is how often the finding occurs in "
-                    "the MIMIC-IV-ECG training data.")
+MAX_REPORTS = 8  # PDF reports made per page analysis (each takes about a second)
 
 log = logging.getLogger("ecgfm.app")
 
@@ -129,14 +132,18 @@ _USE_LOCK = threading.Lock()
 
 # --- uploads in, results out ---------------------------------------------------------------------
 
+_LAST_USE: dict[Path, tuple[float, float]] = {}  # upload path -> (last use, how long to keep it after)
+_SESSION_FILES: dict[str, set[Path]] = {}  # page session -> the uploads it used
+_USE_LOCK = threading.Lock()
+
+
 def _upload_dir() -> Path:
     return Path(gr.utils.get_upload_folder()).resolve()
 
 
 def _paths(files) -> list[str]:
     if not files:
-        raise gr.Error("Upload one or more ECG files first (e.g. a WFDB .hea with its .dat).",
-                       print_exception=False)
+        raise ECGFMError("Add one or more ECG files first (e.g. a WFDB .hea with its .dat).")
     if isinstance(files, (str, os.PathLike)):
         files = [files]
     return [str(getattr(f, "path", None) or getattr(f, "name", None) or f) for f in files]
@@ -162,37 +169,43 @@ def _is_example_copy(path: Path) -> bool:
         return False
 
 
-def _forget(paths: list[str]) -> None:
-    """Delete these uploads once no request has used them for UPLOAD_GRACE_S.
+def _keep(paths: list[str], keep_s: float, session: str | None = None) -> None:
+    """Delete these uploads once no request has used them for `keep_s`.
 
     Gradio stores identical uploads at one path, so two people sending the same file share it:
     deleting it the moment one request is done would pull it from under the other.
     """
-    _mark_used(paths)
-    timer = threading.Timer(UPLOAD_GRACE_S, _delete_unused, [paths])
+    now = time.monotonic()
+    resolved = [Path(name).resolve() for name in paths]
+    with _USE_LOCK:
+        for path in resolved:
+            _LAST_USE[path] = (now, keep_s)
+        if session:
+            _SESSION_FILES.setdefault(session, set()).update(resolved)
+    timer = threading.Timer(keep_s, _delete_unused, [resolved])
     timer.daemon = True
     timer.start()
 
 
-def _mark_used(paths: list[str]) -> None:
-    now = time.monotonic()
+def _release_session(request: gr.Request) -> None:
+    """The page was closed: its uploads go after the short grace, not the idle time."""
     with _USE_LOCK:
-        for name in paths:
-            _LAST_USE[Path(name).resolve()] = now
+        paths = _SESSION_FILES.pop(getattr(request, "session_hash", None) or "", set())
+    if paths:
+        _keep([str(p) for p in paths], UPLOAD_GRACE_S)
 
 
-def _delete_unused(paths: list[str]) -> None:
+def _delete_unused(paths: list[Path]) -> None:
     """Delete uploads (only ever inside Gradio's upload folder) and their emptied folders."""
     root = _upload_dir()
-    for name in paths:
-        path = Path(name).resolve()
+    for path in paths:
         with _USE_LOCK:
             last = _LAST_USE.get(path)
-            if last is None or time.monotonic() - last < UPLOAD_GRACE_S:
+            if last is None or time.monotonic() - last[0] < last[1] - 0.05:
                 continue  # used again since: that request's own timer deletes it
             del _LAST_USE[path]
         if root not in path.parents or _is_example_copy(path):
-            continue  # a synthetic example, or anything else that is not an upload of ours
+            continue  # an example, or anything else that is not an upload of ours
         try:
             path.unlink(missing_ok=True)
             if path.parent != root and not any(path.parent.iterdir()):
@@ -201,54 +214,70 @@ def _delete_unused(paths: list[str]) -> None:
             pass
 
 
-def _options(fs, start_s) -> tuple[float | None, float]:
+def _options(fs, start_s, leads) -> tuple[float | None, float, list[str] | None]:
     try:
         fs = None if fs in (None, "") or float(fs) == 0 else float(fs)
         start_s = 0.0 if start_s in (None, "") else float(start_s)
     except (TypeError, ValueError):
-        raise gr.Error("The sampling rate and the window start must be numbers.", print_exception=False) from None
-    return fs, start_s
+        raise ECGFMError("The sampling rate and the window start must be numbers.") from None
+    if start_s < 0:
+        raise ECGFMError("The window start must be 0 s or later.")
+    if isinstance(leads, str):
+        leads = [lead.strip() for lead in leads.split(",") if lead.strip()]
+    return fs, start_s, (list(leads) or None) if leads else None
 
 
-def _read(files, fs, start_s, *, keep_on_error: bool = False):
-    """Records windowed to [start, start + 10 s) and their preparation; uploads deleted after.
-
-    The page keeps uploads that could not be read, so the user can add a sampling rate or move
-    the window and try again; `delete_cache` removes them later. Scripts upload on every call.
-    """
+def _read(files, fs, start_s, leads, keep_s: float = UPLOAD_GRACE_S, session: str | None = None):
+    """Each record windowed to [start, start + 10 s), or the error that stopped it, with its preparation."""
     paths = _paths(files)
-    _mark_used(paths)  # before reading: an earlier request's pending deletion must skip these
-    fs, start_s = _options(fs, start_s)
+    fs, start_s, leads = _options(fs, start_s, leads)
+    _keep(paths, keep_s, session)  # before reading: an earlier request's pending deletion must skip these
     try:
-        records = ecgfm.read_ecgs(paths, fs=fs, start_s=start_s, duration_s=WINDOW_S)
-        prepared = [ecgfm.prepare(record) for record in records]
-    except BaseException:
-        if not keep_on_error:
-            _forget(paths)
-        raise
-    _forget(paths)
-    return records, prepared
+        entries = ecgfm.read_ecgs(paths, fs=fs, leads=leads, start_s=start_s, duration_s=WINDOW_S,
+                                  errors="return")
+    finally:
+        _keep(paths, keep_s, session)
+    return [(entry, None if isinstance(entry, Exception) else ecgfm.prepare(entry)) for entry in entries]
+
+
+def _name_of(error: Exception) -> str:
+    return str(error).split(": ", 1)[0]
 
 
 def _read_info(record, prepared) -> dict:
-    """The record's own summary, with what preparing it for the model added."""
-    return {**record.summary(), "lead_status": dict(prepared.lead_status),
+    """The record's own summary, with what preparing it for the model added: one account of the leads."""
+    status = prepared.lead_status
+    return {**record.summary(), "lead_status": dict(status),
+            "zero_filled_leads": [lead for lead, s in status.items() if s == "zero-filled"],
+            "flat_leads": [lead for lead, s in status.items() if s == "flat"],
+            "unused_leads": [lead for lead in record.leads if lead not in STANDARD_LEADS] + list(record.extra_leads),
+            "input_adequacy": prepared.adequacy.to_dict(),
             "segments": [[round(a, 3), round(b, 3)] for a, b in prepared.spans_s],
             "warnings": list(prepared.warnings)}
 
 
-def _predictions(records) -> list[dict]:
+def _predict(records) -> list:
     MODEL.get()
-    return [result.to_dict() for result in MODEL.batcher(records)]
+    return MODEL.batcher(records)
 
 
-def _results_payload(infos: list[dict], predictions: list[dict] | None) -> dict:
+def _payload(entries, predictions: dict | None) -> dict:
+    """The JSON answer: one entry per record, in upload order, failures included."""
     records = []
-    for i, info in enumerate(infos):
-        entry = dict(predictions[i]) if predictions else {"file": info["file"]}
-        entry["read"] = info
-        records.append(entry)
+    for entry, prepared in entries:
+        if prepared is None:
+            records.append({"file": _name_of(entry), "error": str(entry)})
+            continue
+        out = predictions[id(entry)].to_dict() if predictions else {"file": entry.name}
+        out["read"] = _read_info(entry, prepared)
+        records.append(out)
     return {"disclaimer": DISCLAIMER, "ecgfm_version": ecgfm.__version__, "records": records}
+
+
+def _all_failed(entries) -> None:
+    """A call whose every file failed is an error for a script, in one message naming each file."""
+    if entries and all(prepared is None for _, prepared in entries):
+        raise ECGFMError(" ".join(str(entry) for entry, _ in entries))
 
 
 def _results_dir() -> Path:
@@ -258,25 +287,31 @@ def _results_dir() -> Path:
     return folder
 
 
-def _write_downloads(payload: dict) -> list[str]:
-    """JSON and CSV written straight into Gradio's cache, so delete_cache removes them."""
-    folder = _results_dir()
-    json_path = folder / "ecgfm-results.json"
+def _download_stem(names: list[str]) -> str:
+    stem = reports.file_stem(names[0]) if names else "ecgfm"
+    return stem if len(names) <= 1 else f"{stem}-and-{len(names) - 1}-more"
+
+
+def _write_downloads(payload: dict, folder: Path) -> list[str]:
+    """JSON and CSV written straight into Gradio's cache, named after the records."""
+    stem = _download_stem([record["file"] for record in payload["records"]])
+    json_path = folder / f"{stem}-ecgfm.json"
     json_path.write_text(json.dumps(payload, indent=2, ensure_ascii=False), encoding="utf-8")
-    if not all("probabilities" in record for record in payload["records"]):
+    predicted = [record for record in payload["records"] if "probabilities" in record]
+    if not predicted:
         return [str(json_path)]  # no prediction: the JSON still records what was read
-    csv_path = folder / "ecgfm-results.csv"
+    csv_path = folder / f"{stem}-ecgfm.csv"
     with open(csv_path, "w", newline="", encoding="utf-8") as handle:
-        write_csv(payload["records"], handle)
+        write_csv(predicted, handle)
     return [str(json_path), str(csv_path)]
 
 
 def _guarded(fn):
     """Expected failures become one-sentence gr.Errors; anything else a generic one, no traceback."""
     @functools.wraps(fn)
-    def wrapper(*args):
+    def wrapper(*args, **kwargs):
         try:
-            return fn(*args)
+            return fn(*args, **kwargs)
         except gr.Error:
             raise
         except ECGFMError as exc:
@@ -291,34 +326,77 @@ def _guarded(fn):
 # --- API endpoints (JSON in, JSON out) -----------------------------------------------------------
 
 @_guarded
-def api_read(files, sampling_rate_hz=None, start_s=0.0) -> dict:
-    """What was read from each record: file, format, leads, fs, duration, units, window, warnings."""
-    records, prepared = _read(files, sampling_rate_hz, start_s)
+def api_read(files, sampling_rate_hz=None, start_s=0.0, leads=None) -> dict:
+    """What was read from each record: file, format, leads, fs, duration, units, window, adequacy, warnings."""
+    entries = _read(files, sampling_rate_hz, start_s, leads)
+    _all_failed(entries)
     return {"disclaimer": DISCLAIMER, "ecgfm_version": ecgfm.__version__,
-            "records": [_read_info(r, p) for r, p in zip(records, prepared)]}
+            "records": [_read_info(entry, prepared) if prepared else {"file": _name_of(entry), "error": str(entry)}
+                        for entry, prepared in entries]}
 
 
 @_guarded
-def api_predict(files, sampling_rate_hz=None, start_s=0.0) -> dict:
-    """ECG-FM's probabilities per record and per 5 s segment, with warnings and provenance."""
-    records, prepared = _read(files, sampling_rate_hz, start_s)
-    infos = [_read_info(r, p) for r, p in zip(records, prepared)]
-    return _results_payload(infos, _predictions(records))
+def api_predict(files, sampling_rate_hz=None, start_s=0.0, leads=None) -> dict:
+    """ECG-FM's probabilities per record and per 5 s segment, with input adequacy, warnings and provenance."""
+    entries = _read(files, sampling_rate_hz, start_s, leads)
+    _all_failed(entries)
+    records = [entry for entry, prepared in entries if prepared is not None]
+    return _payload(entries, dict(zip(map(id, records), _predict(records))))
 
 
 @_guarded
-def api_plot(files, sampling_rate_hz=None, start_s=0.0) -> list:
+def api_plot(files, sampling_rate_hz=None, start_s=0.0, leads=None) -> list:
     """The window drawn as ECG paper (25 mm/s, 10 mm/mV), one PNG per record; needs no weights."""
     from ecgfm.plot import figure_to_png
 
-    records, prepared = _read(files, sampling_rate_hz, start_s)
+    entries = _read(files, sampling_rate_hz, start_s, leads)
+    _all_failed(entries)
     folder = _results_dir()
     images = []
-    for i, (record, prep) in enumerate(zip(records, prepared)):
-        path = folder / f"ecg-{i + 1}.png"
-        path.write_bytes(figure_to_png(ecgfm.plot_ecg(record, lead_status=prep.lead_status)))
-        images.append((str(path), record.name))
+    for record, prepared in entries:
+        if prepared is not None:
+            path = folder / f"{reports.file_stem(record.name)}-ecg.png"
+            path.write_bytes(figure_to_png(ecgfm.plot_ecg(record, lead_status=prepared.lead_status)))
+            images.append((str(path), record.name))
     return images
+
+
+@_guarded
+def api_report(files, sampling_rate_hz=None, start_s=0.0, leads=None) -> list[str]:
+    """The one-page PDF report of each record; without weights it says why there are no findings."""
+    entries = _read(files, sampling_rate_hz, start_s, leads)
+    _all_failed(entries)
+    return _pdfs(_reports(entries)[0], _results_dir())
+
+
+def _reports(entries) -> tuple[list[reports.Report], dict | None]:
+    """One report per entry, in order: read failures, and records with or without findings."""
+    records = [entry for entry, prepared in entries if prepared is not None]
+    predictions, problem = None, None
+    if records:
+        try:
+            predictions = dict(zip(map(id, records), _predict(records)))
+        except ECGFMError as exc:  # reading and drawing still work without weights
+            problem = str(exc)
+    out = []
+    for entry, prepared in entries:
+        if prepared is None:
+            out.append(reports.failed(_name_of(entry), str(entry)))
+        else:
+            prediction = predictions[id(entry)] if predictions else None
+            out.append(reports.build(entry, prepared, prediction, model_problem=_plain(problem),
+                                     provenance=MODEL.provenance()))
+    return out, predictions
+
+
+def _pdfs(made: list[reports.Report], folder: Path) -> list[str]:
+    paths = []
+    for report in made[:MAX_REPORTS]:
+        if report.record is not None:
+            path = folder / f"{reports.file_stem(report.name)}-report.pdf"
+            path.write_bytes(reports.to_pdf(report))
+            paths.append(str(path))
+    return paths
 
 
 # --- the page ------------------------------------------------------------------------------------
@@ -327,197 +405,136 @@ def _esc(value) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _seconds(value: float) -> str:
-    return f"{value:.1f} s"
+def _plain(problem: str | None) -> str | None:
+    """What a clinician is told when there is no model; the technical detail stays on the status banner."""
+    if problem is None:
+        return None
+    if MODEL.status()["model_status"] == "loading":
+        return "the model is still loading; analyse again in a minute."
+    return "the ECG-FM weights are not available on this server (see the notice at the top of the page)."
 
 
-def _ecg_image(record, prepared) -> str:
+def model_banner() -> str:
+    """Before any upload: whether predictions are available, in plain words, the detail one click away."""
+    status = MODEL.status()
+    if status["model_status"] == "loaded":
+        return ""
+    if status["model_status"] == "loading":
+        return ('<div class="model-status loading" role="status">The ECG-FM model is loading. You can add '
+                'ECG files now; findings are given once it is ready.</div>')
+    return ('<div class="model-status unavailable" role="alert"><b>Predictions are unavailable on this '
+            'server:</b> the ECG-FM weights could not be loaded. ECGs can still be read and drawn, but no '
+            'finding is shown, and nothing else answers in the model\'s place.'
+            f'<details><summary>Technical detail</summary><code>{_esc(status["reason"])}</code></details></div>')
+
+
+def _banner_tick():
+    loading = MODEL.status()["model_status"] == "loading"
+    return model_banner(), gr.Timer(active=loading)
+
+
+def _message_html(text: str, kind: str = "error") -> str:
+    return f'<div class="ecgfm-message {kind}" role="{"alert" if kind == "error" else "status"}">{_esc(text)}</div>'
+
+
+def _page_html(made: list[reports.Report], folder: Path) -> str:
     from ecgfm.plot import figure_to_png
 
-    png = figure_to_png(ecgfm.plot_ecg(record, lead_status=prepared.lead_status), dpi=130)
-    data = base64.b64encode(png).decode("ascii")
-    return (f'<img class="ecg" alt="ECG of {_esc(record.name)}, 25 mm/s, 10 mm/mV" '
-            f'src="data:image/png;base64,{data}">')
-
-
-def _read_html(info: dict) -> str:
-    def leads(names):
-        return ", ".join(_esc(n) for n in names) if names else "none"
-
-    status = info["lead_status"]
-    recorded = [lead for lead, s in status.items() if s == "recorded"]
-    rows = [
-        ("Format", _esc(info["format"])),
-        ("Leads in the file", f"{len(info['recorded_leads'])}: {leads(info['recorded_leads'])}"),
-        ("Leads given to the model", f"{len(recorded)} recorded"
-         + (f"; derived: {leads([k for k, s in status.items() if s == 'derived'])}"
-            if "derived" in status.values() else "")
-         + (f"; <b>not recorded (zeros)</b>: {leads([k for k, s in status.items() if s == 'zero-filled'])}"
-            if "zero-filled" in status.values() else "")),
-        ("Sampling rate", f"{info['fs']:g} Hz"),
-        ("Recording length", _seconds(info["duration_s"])),
-        ("Units in the file", _esc(info["units"] or "not stated")),
-        ("Window analysed", f"{info['window']['start_s']:.1f}–{info['window']['end_s']:.1f} s"),
-        ("5 s segments", ", ".join(f"{a:.1f}–{b:.1f} s" for a, b in info["segments"]) or "none"),
-    ]
-    if info["extra_leads"]:
-        rows.append(("Other channels (not used)", leads(info["extra_leads"])))
-    body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
-    warnings = "".join(f"<li>{_esc(w)}</li>" for w in info["warnings"])
-    warn_html = (f'<div class="warnings"><b>Notes from reading and preprocessing</b><ul>{warnings}</ul></div>'
-                 if warnings else '<div class="ok">No warnings from reading or preprocessing.</div>')
-    return f'<table class="read">{body}</table>{warn_html}'
-
-
-def _findings_html(prediction: dict) -> str:
-    by_name = {label.name: label for label in LABELS}
-    ordered = sorted(prediction["probabilities"].items(), key=lambda item: -item[1])
-    rows = []
-    for name, p in ordered:
-        label = by_name[name]
-        base = label.prevalence_pct / 100
-        rows.append(
-            f'<tr><td class="finding"><b>{_esc(name)}</b><div class="desc">{_esc(label.description)}</div></td>'
-            f'<td class="prob">{p:.3f}</td>'
-            f'<td class="barcell"><div class="bar" title="probability {p:.3f}; baseline {base:.3f}">'
-            f'<span class="fill" style="width:{100 * p:.1f}%"></span>'
-            f'<span class="base" style="left:{100 * base:.1f}%"></span></div></td>'
-            f'<td class="prev">{label.prevalence_pct:.1f} %</td></tr>')
-    table = ('<table class="findings"><thead><tr><th>Finding</th><th>Probability</th>'
-             '<th class="barcell"><span class="legend">bar: probability (0 to 1) · tick: training '
-             'prevalence</span></th>'
-             '<th>Training prevalence</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table>")
-    names = [name for name, _ in ordered]
-    head = "".join(f"<th>{_esc(n)}</th>" for n in names)
-    segs = "".join(
-        f'<tr><th>{s["start_s"]:.1f}–{s["end_s"]:.1f} s</th>'
-        + "".join(f'<td>{s["probabilities"][n]:.3f}</td>' for n in names) + "</tr>"
-        for s in prediction["segments"])
-    per_segment = (f'<details class="segments"><summary>Probabilities per 5 s segment '
-                   f'({len(prediction["segments"])})</summary><div class="scroll"><table><thead><tr>'
-                   f'<th>Segment</th>{head}</tr></thead><tbody>{segs}</tbody></table></div></details>')
-    return table + per_segment
-
-
-def _report_html(records, prepared, infos, predictions, model_problem: str | None) -> str:
     cards = []
-    for i, (record, prep, info) in enumerate(zip(records, prepared, infos)):
-        if predictions:
-            findings = f'<p class="note">{_esc(PROBABILITY_NOTE)}</p>{_findings_html(predictions[i])}'
-        else:
-            findings = (f'<div class="unavailable"><b>No prediction: the model is not available.</b> '
-                        f'{_esc(model_problem)} Reading and drawing the ECG work without it.</div>')
-        cards.append(
-            f'<section class="record" id="ecgfm-record-{i + 1}"><h2>{_esc(record.name)}</h2>'
-            f'<h3>ECG</h3>{_ecg_image(record, prep)}'
-            f'<h3>Findings</h3>{findings}'
-            f'<h3>What was read</h3>{_read_html(info)}</section>')
+    for i, report in enumerate(made):
+        png = None
+        if report.record is not None:
+            png = figure_to_png(ecgfm.plot_ecg(report.record, lead_status=report.lead_status), dpi=130)
+            (folder / f"{reports.file_stem(report.name)}-ecg.png").write_bytes(png)
+        cards.append(reports.to_html(report, anchor=f"ecgfm-record-{i + 1}", png=png))
     nav = ""
-    if len(records) > 1:
+    if len(made) > 1:
         nav = ('<nav class="records"><b>Records:</b> ' + "".join(
-            f'<a href="#ecgfm-record-{i + 1}">{_esc(r.name)}</a>' for i, r in enumerate(records)) + "</nav>")
+            f'<a href="#ecgfm-record-{i + 1}" class="level-{"error" if r.error else (r.adequacy.level if r.adequacy else "none")}">'
+            f'{_esc(r.name)}</a>' for i, r in enumerate(made)) + "</nav>")
     return f'<div class="ecgfm-report">{nav}{"".join(cards)}</div>'
 
 
 def _provenance_md(provenance: dict | None) -> str:
-    status = MODEL.status()
-    lines = ["| | |", "|---|---|"]
-    if provenance:
-        for key, label in (("source", "Source"), ("repo", "Repository"), ("revision", "Revision"),
-                           ("file", "File"), ("sha256", "SHA-256"), ("device", "Device"),
-                           ("precision", "Precision")):
-            value = provenance.get(key)
-            lines.append(f"| {label} | `{value}` |" if value else f"| {label} | — |")
-    else:
-        lines.append(f"| Model | {status['model_status']}: {status['reason']} |")
-    lines.append(f"| ecgfm package | `{ecgfm.__version__}` |")
-    lines.append(f"| Gradio | `{gr.__version__}` |")
-    return "\n".join(lines)
+    rows = reports.provenance_rows(provenance)
+    if not rows:
+        status = MODEL.status()
+        rows = [("Model", f"{status['model_status']}" + (f": {status['reason']}" if status["reason"] else ""))]
+    rows.append(("Gradio", gr.__version__))
+    return "\n".join(["| Item | Value |", "|---|---|"] + [f"| {k} | `{v}` |" for k, v in rows])
 
 
-@_guarded
-def ui_analyse(files, sampling_rate_hz, start_s):
-    records, prepared = _read(files, sampling_rate_hz, start_s, keep_on_error=True)
-    infos = [_read_info(r, p) for r, p in zip(records, prepared)]
-    predictions, problem = None, None
+def ui_analyse(files, sampling_rate_hz, start_s, leads, request: gr.Request = None):
+    """The page's analysis. Every outcome is shown on the page and stays there until the next action."""
+    session = getattr(request, "session_hash", None)
     try:
-        predictions = _predictions(records)
-    except WeightsUnavailableError as exc:  # reading and drawing still work without weights
-        problem = str(exc)
-        gr.Warning("No prediction: the ECG-FM weights are not available (see the findings).")
+        entries = _read(files, sampling_rate_hz, start_s, leads, keep_s=PAGE_IDLE_S, session=session)
+        made, predictions = _reports(entries)
+        folder = _results_dir()
+        page = _page_html(made, folder)
+        downloads = _write_downloads(_payload(entries, predictions), folder) + _pdfs(made, folder)
+        downloads += sorted(str(p) for p in folder.glob("*-ecg.png"))
     except ECGFMError as exc:
-        problem = str(exc)
-    report = _report_html(records, prepared, infos, predictions, problem)
-    downloads = _write_downloads(_results_payload(infos, predictions))
-    provenance = predictions[0]["provenance"] if predictions else MODEL.provenance()
-    names = ", ".join(r.name for r in records)
-    return (report, gr.update(value=downloads, visible=True), _provenance_md(provenance),
-            gr.update(value=None),
-            f"Analysed {len(records)} record{'s' if len(records) != 1 else ''}: {_esc(names)}. "
-            "The uploaded files are deleted from the server within seconds.")
+        return "", gr.update(value=None, visible=False), gr.update(), _message_html(str(exc))
+    except Exception as exc:  # a bug: one sentence on the page, the type in the log, never a traceback
+        log.error("Unexpected %s in the page's analysis.", type(exc).__name__)
+        return ("", gr.update(value=None, visible=False), gr.update(),
+                _message_html(f"Something went wrong on the server ({type(exc).__name__}); the files could not "
+                              "be processed."))
+    failed = sum(r.error is not None for r in made)
+    provenance = next((p.provenance for p in (predictions or {}).values()), None) or MODEL.provenance()
+    summary = (f"Analysed {len(made) - failed} of {len(made)} record{'s' if len(made) != 1 else ''}"
+               + (f"; {failed} could not be read (see below)" if failed else "")
+               + f". Files stay on the server while this page uses them and are deleted "
+                 f"{PAGE_IDLE_S / 60:.0f} minutes after their last use, or seconds after the page is closed.")
+    return (page, gr.update(value=downloads, visible=True), _provenance_md(provenance),
+            _message_html(summary, "error" if failed == len(made) else "info"))
 
 
-def _examples() -> list[list]:
-    """One example per record in examples/ (files sharing a stem, e.g. .hea + .dat, go together)."""
-    if not EXAMPLES_DIR.is_dir():
+def _shift_window(start_s, step_s: float):
+    try:
+        value = float(start_s or 0)
+    except (TypeError, ValueError):
+        value = 0.0
+    return max(0.0, value + step_s)
+
+
+@functools.lru_cache(maxsize=1)
+def _catalog() -> list[dict]:
+    """The real example recordings (examples/catalog.json), each with its credit and the dataset's label."""
+    path = EXAMPLES_DIR / "catalog.json"
+    if not path.is_file():
         return []
-    groups: dict[str, list[str]] = {}
-    for path in sorted(EXAMPLES_DIR.iterdir()):
-        if path.is_file() and path.suffix.lower() not in {".py", ".md", ".txt", ".json"} \
-                and not path.name.startswith("."):
-            groups.setdefault(path.stem, []).append(str(path))
-    return [[files, None, 0] for _, files in sorted(groups.items())]
+    entries = json.loads(path.read_text(encoding="utf-8"))
+    return [entry for entry in entries if all((EXAMPLES_DIR / name).is_file() for name in entry["files"])]
 
 
-CSS = """
-.disclaimer {background:#fff4e5; border:1px solid #f0b45a; border-radius:8px; padding:10px 14px;
-             color:#5a3b00; font-weight:600}
-.ecgfm-report section.record {border:1px solid var(--border-color-primary); border-radius:10px;
-             padding:12px 16px; margin-bottom:18px}
-.ecgfm-report h2 {margin:0 0 6px 0; font-size:1.25rem}
-.ecgfm-report h3 {margin:14px 0 6px 0; font-size:1.05rem}
-.ecgfm-report img.ecg {width:100%; height:auto; border:1px solid #e5e5e5; border-radius:4px}
-.ecgfm-report table {border-collapse:collapse; width:100%; font-size:0.92rem}
-.ecgfm-report table, .ecgfm-report tr {border:none !important}
-.ecgfm-report th, .ecgfm-report td {padding:4px 8px; border:none !important;
-             border-bottom:1px solid #e4e7ec !important; text-align:left; vertical-align:middle}
-.ecgfm-report nav.records {margin-bottom:10px}
-.ecgfm-report nav.records a {margin-right:14px}
-.ecgfm-report table.findings td.prob {font-variant-numeric:tabular-nums; font-weight:700; width:6em}
-.ecgfm-report table.findings td.prev {font-variant-numeric:tabular-nums; width:8em; color:#555}
-.ecgfm-report .desc {font-size:0.82rem; color:#666}
-.ecgfm-report .barcell {width:34%}
-.ecgfm-report .bar {position:relative; height:14px; background:#eef1f5; border-radius:3px}
-.ecgfm-report .bar .fill {position:absolute; left:0; top:0; bottom:0; background:#3b6fb6; border-radius:3px}
-.ecgfm-report .bar .base {position:absolute; top:-3px; bottom:-3px; width:2px; background:#222}
-.ecgfm-report .legend {font-weight:400; color:#666; font-size:0.8rem; margin:0 8px}
-.ecgfm-report .note {font-size:0.85rem; color:#555; margin:0 0 6px 0}
-.ecgfm-report table.read th {width:14em; color:#444; font-weight:600}
-.ecgfm-report .warnings {background:#fffbe6; border-left:4px solid #e0a800; padding:6px 12px; margin-top:8px}
-.ecgfm-report .warnings ul {margin:4px 0 0 18px}
-.ecgfm-report .ok {color:#2f6b2f; margin-top:8px}
-.ecgfm-report .unavailable {background:#fdecea; border-left:4px solid #c62828; padding:8px 12px}
-.ecgfm-report details.segments {margin-top:8px}
-.ecgfm-report details.segments summary {cursor:pointer; color:#3b6fb6}
-.ecgfm-report .scroll {overflow-x:auto}
-.ecgfm-report details.segments th, .ecgfm-report details.segments td {font-size:0.8rem; white-space:nowrap}
-.ecgfm-report details.segments thead th {white-space:normal; min-width:7em; vertical-align:bottom}
-"""
+def _examples_table() -> str:
+    rows = "".join(
+        f'<tr><td>{_esc(e["title"])}</td><td>{_esc(e.get("dataset_label") or "none given")}</td>'
+        f'<td>{_esc(e["source"])} ({_esc(e["licence"])})</td></tr>' for e in _catalog())
+    return ('<details class="examples-credits"><summary>About the examples: label in the dataset and credits'
+            '</summary><p>Real, de-identified public recordings. The label in the dataset is what the dataset '
+            'itself says about the recording, not ECG-FM\'s output.</p><div class="table-scroll"><table>'
+            '<thead><tr><th>Example</th><th>Label in the dataset</th><th>Source (licence)</th></tr></thead>'
+            f'<tbody>{rows}</tbody></table></div></details>')
 
 
 # Local fonts only: the page makes no request to a third party (no Google Fonts).
 THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "Segoe UI", "Roboto", "Helvetica", "Arial",
                              "sans-serif"],
                        font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"])
+CSS = (HERE / "app.css").read_text(encoding="utf-8")
 
 
 def build_ui() -> gr.Blocks:
     with gr.Blocks(title="ECG-FM — research demo", analytics_enabled=False,
                    delete_cache=(300, 900)) as demo:
         gr.Markdown("# ECG-FM: findings from a resting ECG\n"
-                    "Upload an ECG; ECG-FM, a foundation model trained on MIMIC-IV-ECG, gives the "
-                    "probability of 17 findings for a 10 s window.")
+                    "Add an ECG; ECG-FM, a foundation model trained on MIMIC-IV-ECG, gives the "
+                    "probability of 17 findings for a 10 s window, after judging whether the input is fit for it.")
         gr.HTML(f'<div class="disclaimer">⚠ {_esc(DISCLAIMER)}</div>')
+        banner = gr.HTML(model_banner())
         with gr.Row(equal_height=False):
             with gr.Column(scale=3):
                 files = gr.File(label="ECG files (several records at once; a WFDB record needs both "
@@ -528,38 +545,57 @@ def build_ui() -> gr.Blocks:
                                     "0 = use the rate in the file.")
                 start = gr.Number(label="Window start (s)", value=0, minimum=0,
                                   info="ECG-FM reads 10 s from here, in 5 s segments.")
+                leads = gr.Dropdown(choices=list(STANDARD_LEADS), multiselect=True, value=[],
+                                    label="Leads in the file (optional)",
+                                    info="Only for files that do not name their leads, e.g. a one-column "
+                                         "CSV: the lead each column holds, in order.")
                 analyse = gr.Button("Analyse", variant="primary")
-        message = gr.Markdown()
+                with gr.Row():
+                    earlier = gr.Button("◀ Previous 10 s", size="sm")
+                    later = gr.Button("Next 10 s ▶", size="sm")
+        message = gr.HTML(elem_id="ecgfm-message")
         examples_slot = gr.Column()
-        downloads = gr.File(label="Download results (JSON and CSV)", file_count="multiple",
-                            interactive=False, visible=False)
-        report = gr.HTML()
+        downloads = gr.File(label="Downloads: report (PDF), ECG (PNG), results (JSON, CSV)",
+                            file_count="multiple", interactive=False, visible=False, elem_id="ecgfm-downloads")
+        report = gr.HTML(elem_id="ecgfm-report")
         with gr.Accordion("Model and software", open=False):
             provenance = gr.Markdown(_provenance_md(None))
-        outputs = [report, downloads, provenance, files, message]
-        examples = _examples()
-        if examples:
+        inputs = [files, fs, start, leads]
+        outputs = [report, downloads, provenance, message]
+        catalog = _catalog()
+        if catalog:
             with examples_slot:
-                gr.Examples(examples=examples, inputs=[files, fs, start], outputs=outputs, fn=ui_analyse,
-                            run_on_click=True, cache_examples=False, api_visibility="private",
-                            label="Synthetic examples (simulated ECGs, not patients): click one to analyse it",
-                            example_labels=[Path(e[0][0]).stem.replace("_", " ") for e in examples])
+                gr.Examples(examples=[[[str(EXAMPLES_DIR / n) for n in e["files"]], None, 0, []] for e in catalog],
+                            inputs=inputs, outputs=outputs, fn=ui_analyse, run_on_click=True,
+                            cache_examples=False, api_visibility="private",
+                            label="Real example ECGs (public, de-identified recordings): click one to analyse it",
+                            example_labels=[e["title"] for e in catalog])
+                gr.HTML(_examples_table())
         gr.Markdown("ECG-FM: McKeen et al., *ECG-FM: An Open Electrocardiogram Foundation Model* "
-                    "(bowang-lab/ECG-FM); weights from the Hugging Face Hub (wanglab/ecg-fm). "
-                    f"{DISCLAIMER}")
+                    f"(bowang-lab/ECG-FM). {DISCLAIMER}")
 
-        analyse.click(ui_analyse, [files, fs, start], outputs,
-                      api_visibility="private", concurrency_id="model", concurrency_limit=CONCURRENT_REQUESTS)
-        demo.load(lambda: _provenance_md(MODEL.provenance()), None, provenance, api_visibility="private")
+        run = dict(fn=ui_analyse, inputs=inputs, outputs=outputs, api_visibility="private",
+                   concurrency_id="model", concurrency_limit=CONCURRENT_REQUESTS)
+        analyse.click(**run)
+        earlier.click(lambda s: _shift_window(s, -WINDOW_S), start, start, api_visibility="private").then(**run)
+        later.click(lambda s: _shift_window(s, WINDOW_S), start, start, api_visibility="private").then(**run)
+        timer = gr.Timer(3.0, active=True)
+        timer.tick(_banner_tick, None, [banner, timer], api_visibility="private")
+        demo.load(lambda: (_provenance_md(MODEL.provenance()), model_banner()), None, [provenance, banner],
+                  api_visibility="private")
+        demo.unload(_release_session)
 
-        # Script endpoints: the same inputs, one JSON output each; no page element triggers them.
+        # Script endpoints: the same inputs, one output each; no page element triggers them.
         predicted = gr.JSON(label="prediction", visible=False)
         read = gr.JSON(label="reading", visible=False)
-        gr.Button(visible=False).click(api_predict, [files, fs, start], predicted, api_name="predict",
+        gr.Button(visible=False).click(api_predict, inputs, predicted, api_name="predict",
                                        concurrency_id="model", concurrency_limit=CONCURRENT_REQUESTS)
-        gr.Button(visible=False).click(api_read, [files, fs, start], read, api_name="read")
+        gr.Button(visible=False).click(api_read, inputs, read, api_name="read")
         drawn = gr.Gallery(label="ecg", visible=False, format="png")
-        gr.Button(visible=False).click(api_plot, [files, fs, start], drawn, api_name="plot")
+        gr.Button(visible=False).click(api_plot, inputs, drawn, api_name="plot")
+        pdfs = gr.File(label="reports", file_count="multiple", visible=False)
+        gr.Button(visible=False).click(api_report, inputs, pdfs, api_name="report",
+                                       concurrency_id="model", concurrency_limit=CONCURRENT_REQUESTS)
     demo.queue(default_concurrency_limit=2, max_size=32)
     return demo
 

@@ -162,12 +162,14 @@ def _title(record: ECGRecord, shown_s: float, layout: str) -> str:
             f"25 mm/s, 10 mm/mV")
 
 
-def plot_ecg(record: ECGRecord, lead_status: dict[str, str] | None = None) -> "Figure":
+def plot_ecg(record: ECGRecord, lead_status: dict[str, str] | None = None,
+             row_scale: float = 1.0) -> "Figure":
     """Draw the first 10 s of `record` on ECG paper; return a matplotlib Figure (no pyplot).
 
     `lead_status` (as `prepare` returns it) marks leads as derived or not recorded; without it the
     record's own `derived_leads` / `zero_leads` are used. Limb leads missing from the file are
     derived from I and II for display, exactly as `prepare` does, and labelled "(derived)".
+    `row_scale` < 1 brings the rows closer together (a printed page); 25 mm/s and 10 mm/mV hold.
     """
     record = derive_missing_limb_leads(record)
     status = _statuses(record, lead_status)
@@ -185,7 +187,7 @@ def plot_ecg(record: ECGRecord, lead_status: dict[str, str] | None = None) -> "F
     leads_text = "12-lead" if len(drawable) == 12 else f"{len(drawable)} of 12 leads"
 
     if len(drawable) >= 6 and shown_s >= PAGE_S - 1e-9:
-        row_mm, rhythm_mm = 40.0, 40.0
+        row_mm, rhythm_mm = 40.0 * row_scale, 40.0 * row_scale
         paper = _Paper(3 * row_mm + rhythm_mm, _title(record, shown_s, f"{leads_text}, 3 × 4 + rhythm"))
         col_s = PAGE_S / 4
         for r, row in enumerate(LAYOUT_3X4):
@@ -205,7 +207,7 @@ def plot_ecg(record: ECGRecord, lead_status: dict[str, str] | None = None) -> "F
     elif len(drawable) >= 6:
         col_s = min(shown_s, PAGE_S / 2)
         # The rhythm strip only adds something when there is more than one column's worth.
-        row_mm, rhythm_mm = 30.0, (35.0 if shown_s > col_s + 1e-9 else 0.0)
+        row_mm, rhythm_mm = 30.0 * row_scale, (35.0 * row_scale if shown_s > col_s + 1e-9 else 0.0)
         paper = _Paper(6 * row_mm + rhythm_mm,
                        _title(record, shown_s, f"{leads_text}, 6 × 2 (both columns "
                                                f"0–{col_s:.1f} s){' + rhythm' if rhythm_mm else ''}"))
@@ -230,7 +232,7 @@ def plot_ecg(record: ECGRecord, lead_status: dict[str, str] | None = None) -> "F
         missing = [lead for lead in record.leads if lead in record.zero_leads]
         extras = list(record.extra_leads)
         strips = leads + missing + extras
-        row_mm = 40.0
+        row_mm = 40.0 * row_scale
         paper = _Paper(max(1, len(strips)) * row_mm,
                        _title(record, shown_s, f"{len(leads)}-lead, one strip per lead"))
         for r, lead in enumerate(strips):

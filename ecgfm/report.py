@@ -1,0 +1,327 @@
+"""What a person reads about one record, described once and rendered twice: HTML (the page) and PDF.
+
+`build` gathers the description (`Report`): the record, whether its input is fit for the model
+(adequacy, said first), ECG-FM's findings set against their prevalence in the training data,
+what was read, every warning, the model's provenance and the disclaimer. `to_html` and `to_pdf`
+only lay it out, so the page and the printout never disagree. Nothing here knows Gradio, and
+nothing identifying a patient is ever in a report: readers keep no names, IDs or header comments.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import re
+import textwrap
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+
+from .adequacy import COMPLETE, LIMITED, UNUSABLE, Adequacy
+from .io.record import STANDARD_LEADS, ECGRecord
+from .labels import LABELS
+from .preprocess import PreparedECG
+
+DISCLAIMER = ("Research use only. ECG-FM is not a medical device; its outputs are not diagnoses and "
+              "must not be used for clinical decisions.")
+PROBABILITY_NOTE = ("Each probability is the model's output for that finding on this window, between "
+                    "0 and 1; no threshold is applied. The baseline is how often the finding occurs in "
+                    "the MIMIC-IV-ECG training data.")
+LIMITED_NOTE = "Not reliable for this input"
+_PREVALENCE = {label.name: label for label in LABELS}
+
+
+@dataclass
+class Finding:
+    name: str
+    description: str
+    probability: float
+    prevalence_pct: float
+
+
+@dataclass
+class Report:
+    name: str
+    analysed_at: str  # UTC, minutes: when the analysis ran, not when the ECG was recorded
+    record: ECGRecord | None = None
+    lead_status: dict[str, str] = field(default_factory=dict)
+    adequacy: Adequacy | None = None
+    findings: list[Finding] = field(default_factory=list)  # most probable first
+    segments: list[dict] = field(default_factory=list)  # {"start_s", "end_s", "probabilities"}
+    no_findings: str | None = None  # why there are none, in one sentence
+    facts: list[tuple[str, str]] = field(default_factory=list)  # what was read
+    warnings: list[str] = field(default_factory=list)
+    provenance: list[tuple[str, str]] = field(default_factory=list)
+    error: str | None = None  # the file could not be read at all
+
+    @property
+    def headline(self) -> str:
+        """The one line that says first how to take what follows."""
+        if self.error:
+            return f"Not read: {self.error}"
+        if self.adequacy is None:
+            return self.no_findings or ""
+        reasons = "; ".join(self.adequacy.reasons)
+        if self.adequacy.level == UNUSABLE:
+            return f"Not analysed: ECG-FM cannot judge this input ({reasons})."
+        if self.adequacy.level == LIMITED:
+            return f"Limited input: findings are not reliable for this input ({reasons})."
+        return "Complete input: 12 leads recorded or derived, none flat."
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _names(leads: list[str]) -> str:
+    return ", ".join(leads) if leads else "none"
+
+
+def read_facts(record: ECGRecord, prepared: PreparedECG) -> list[tuple[str, str]]:
+    """What was read and what the model was given, as label/value rows."""
+    status = prepared.lead_status
+    by = {kind: [lead for lead, s in status.items() if s == kind] for kind in ("recorded", "derived", "flat",
+                                                                              "zero-filled")}
+    unused = [lead for lead in record.leads if lead not in STANDARD_LEADS] + list(record.extra_leads)
+    given = f"{len(by['recorded'])} recorded"
+    if by["derived"]:
+        given += f"; derived from I and II: {_names(by['derived'])}"
+    if by["flat"]:
+        given += f"; flat, given as zeros: {_names(by['flat'])}"
+    if by["zero-filled"]:
+        given += f"; not recorded, given as zeros: {_names(by['zero-filled'])}"
+    in_file = [lead for lead in record.leads if lead not in record.derived_leads and lead not in record.zero_leads]
+    rows = [("Format", record.format),
+            ("Leads in the file", f"{len(in_file) + len(record.extra_leads)}: "
+                                  f"{_names(in_file + list(record.extra_leads))}"),
+            ("Leads given to the model", given)]
+    if unused:
+        rows.append(("Not used by the model", f"{_names(unused)} (not one of the 12 standard leads)"))
+    end = record.start_s + record.duration_s
+    rows += [("Sampling rate", f"{record.fs:g} Hz"),
+             ("Recording length", f"{record.total_duration_s:.1f} s"),
+             ("Units in the file", record.units or "not stated"),
+             ("Window analysed", f"{record.start_s:.1f}–{end:.1f} s"),
+             ("5 s segments", ", ".join(f"{a:.1f}–{b:.1f} s" for a, b in prepared.spans_s) or "none")]
+    return rows
+
+
+def provenance_rows(provenance: dict | None) -> list[tuple[str, str]]:
+    """Where the weights came from, said truthfully: a local file is not called the Hub."""
+    if not provenance:
+        return []
+    rows = [("Weights", f"{provenance.get('source') or 'unknown source'}: {provenance.get('file')}")]
+    if provenance.get("repo"):
+        rows.append(("Repository", f"{provenance['repo']} @ {provenance.get('revision') or '?'}"))
+    rows += [("SHA-256", str(provenance.get("sha256"))), ("Device", str(provenance.get("device"))),
+             ("Precision", str(provenance.get("precision"))),
+             ("ecgfm version", str(provenance.get("ecgfm_version")))]
+    return rows
+
+
+def build(record: ECGRecord, prepared: PreparedECG, prediction=None, *, model_problem: str | None = None,
+          provenance: dict | None = None) -> Report:
+    """The report of one record; `prediction` (a Prediction) is None when the model did not run,
+    and `model_problem` then says why."""
+    report = Report(name=record.name, analysed_at=_now(), record=record, lead_status=prepared.lead_status,
+                    facts=read_facts(record, prepared), warnings=list(prepared.warnings),
+                    provenance=provenance_rows(prediction.provenance if prediction else provenance))
+    if prediction is None:
+        report.no_findings = f"No prediction: {model_problem}" if model_problem else "No prediction was made."
+        if not prepared.adequacy.usable:
+            report.adequacy = prepared.adequacy
+        return report
+    report.adequacy = prediction.adequacy
+    if prediction.probabilities is None:
+        report.no_findings = "No findings: " + "; ".join(prediction.adequacy.reasons) + "."
+        return report
+    report.findings = sorted((Finding(name, _PREVALENCE[name].description, p, _PREVALENCE[name].prevalence_pct)
+                              for name, p in prediction.probabilities.items()), key=lambda f: -f.probability)
+    report.segments = [{"start_s": s.start_s, "end_s": s.end_s, "probabilities": s.probabilities}
+                       for s in prediction.segments]
+    return report
+
+
+def failed(name: str, message: str) -> Report:
+    """The report of a file that could not be read: its name and the one sentence why."""
+    return Report(name=name, analysed_at=_now(), error=message.removeprefix(f"{name}: "))
+
+
+def file_stem(name: str) -> str:
+    """A download name after the record ("100.hea" -> "100"), with nothing a file system minds."""
+    stem = re.sub(r"\.(hea|dat|csv|tsv|txt|xml|dcm|scp|edf|bdf|mat|npy|npz|zip|ecg)$", "", name, flags=re.I)
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "ecg"
+
+
+def ecg_png(report: Report, dpi: int = 130) -> bytes | None:
+    if report.record is None:
+        return None
+    from .plot import figure_to_png, plot_ecg
+
+    return figure_to_png(plot_ecg(report.record, lead_status=report.lead_status), dpi=dpi)
+
+
+# --- HTML ----------------------------------------------------------------------------------------
+
+def _e(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _level(report: Report) -> str:
+    if report.error:
+        return "error"
+    return report.adequacy.level if report.adequacy else "none"
+
+
+def to_html(report: Report, anchor: str, png: bytes | None = None) -> str:
+    """One record's card. Class names carry the meaning (level-limited, finding rows ...); colours
+    come from the page's stylesheet, which follows the light or dark theme."""
+    level = _level(report)
+    parts = [f'<section class="record level-{level}" id="{_e(anchor)}"><h2>{_e(report.name)}</h2>']
+    if report.headline:
+        parts.append(f'<div class="headline" role="status">{_e(report.headline)}</div>')
+    if report.error:
+        return "".join(parts) + "</section>"
+    if png:
+        data = base64.b64encode(png).decode("ascii")
+        parts.append(f'<h3>ECG</h3><a class="ecg-link" href="data:image/png;base64,{data}" target="_blank" '
+                     f'rel="noopener" title="Open the ECG full size"><img class="ecg" alt="ECG of '
+                     f'{_e(report.name)}, 25 mm/s, 10 mm/mV" src="data:image/png;base64,{data}"></a>')
+    parts.append("<h3>Findings</h3>")
+    if report.findings:
+        parts.append(_findings_html(report))
+    else:
+        parts.append(f'<div class="no-findings">{_e(report.no_findings)}</div>')
+    parts.append("<h3>What was read</h3>" + _rows_html(report.facts, "read"))
+    if report.warnings:
+        items = "".join(f"<li>{_e(w)}</li>" for w in report.warnings)
+        parts.append(f'<div class="warnings"><b>Notes from reading and preprocessing</b><ul>{items}</ul></div>')
+    else:
+        parts.append('<div class="ok">No warnings from reading or preprocessing.</div>')
+    if report.provenance:
+        parts.append(f'<details class="provenance"><summary>Model that produced these numbers</summary>'
+                     f'{_rows_html(report.provenance, "provenance")}</details>')
+    parts.append(f'<p class="analysed">Analysed {_e(report.analysed_at)}. {_e(DISCLAIMER)}</p></section>')
+    return "".join(parts)
+
+
+def _rows_html(rows: list[tuple[str, str]], css: str) -> str:
+    body = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
+    return f'<table class="{css}"><tbody>{body}</tbody></table>'
+
+
+def _findings_html(report: Report) -> str:
+    limited = report.adequacy is not None and report.adequacy.level != COMPLETE
+    caption = (f'<caption class="limited-note">{LIMITED_NOTE}: read these numbers with the reasons above.</caption>'
+               if limited else "")
+    rows = []
+    for f in report.findings:
+        base = f.prevalence_pct / 100
+        rows.append(
+            f'<tr><td class="finding"><b>{_e(f.name)}</b><div class="desc">{_e(f.description)}</div></td>'
+            f'<td class="prob">{f.probability:.3f}</td>'
+            f'<td class="barcell"><div class="bar" role="img" aria-label="probability {f.probability:.3f}, '
+            f'training prevalence {base:.3f}"><span class="fill" style="width:{100 * f.probability:.1f}%">'
+            f'</span><span class="base" style="left:{100 * base:.1f}%"></span></div></td>'
+            f'<td class="prev">{f.prevalence_pct:.1f} %</td></tr>')
+    table = (f'<div class="table-scroll"><table class="findings{" unreliable" if limited else ""}">{caption}'
+             '<thead><tr><th>Finding</th><th>Probability</th><th class="barcell">bar: probability · '
+             'tick: training prevalence</th><th class="prev">Training prevalence</th></tr></thead><tbody>'
+             + "".join(rows) + "</tbody></table></div>")
+    names = [f.name for f in report.findings]
+    head = "".join(f"<th>{_e(n)}</th>" for n in names)
+    segs = "".join(f'<tr><th>{s["start_s"]:.1f}–{s["end_s"]:.1f} s</th>'
+                   + "".join(f'<td>{s["probabilities"][n]:.3f}</td>' for n in names) + "</tr>"
+                   for s in report.segments)
+    return (f'<p class="note">{_e(PROBABILITY_NOTE)}</p>{table}'
+            f'<details class="segments"><summary>Probabilities per 5 s segment ({len(report.segments)})</summary>'
+            f'<div class="table-scroll"><table><thead><tr><th>Segment</th>{head}</tr></thead>'
+            f'<tbody>{segs}</tbody></table></div></details>')
+
+
+# --- PDF -----------------------------------------------------------------------------------------
+
+A4_LANDSCAPE_MM = (297.0, 210.0)
+_MARGIN = 8.0
+_ECG_TOP = 62.0  # mm from the top of the page where the ECG begins
+_ECG_MAX_MM = 118.0  # height the ECG may take; rows are brought closer, never rescaled in time or mV
+_LEVEL_COLOUR = {COMPLETE: "#1e5b1e", LIMITED: "#8a4b00", UNUSABLE: "#a3161a", "error": "#a3161a",
+                 "none": "#a3161a"}
+
+
+def to_pdf(report: Report) -> bytes:
+    """One A4 landscape page, printable at 100 %: header, input adequacy, findings, the ECG at
+    25 mm/s and 10 mm/mV, what was read, every warning, provenance and the disclaimer."""
+    from matplotlib.backends.backend_pdf import FigureCanvasPdf
+    from matplotlib.figure import Figure
+
+    width, height = A4_LANDSCAPE_MM
+    fig = Figure(figsize=(width / 25.4, height / 25.4))
+    FigureCanvasPdf(fig)
+    y = _MARGIN  # mm from the top, advanced as lines are written
+
+    def text(x_mm, y_mm, value, size=7.0, **style):
+        fig.text(x_mm / width, 1 - y_mm / height, value, fontsize=size, va="top", ha="left", **style)
+
+    text(_MARGIN, y, f"ECG-FM report: {report.name}", 12, weight="bold")
+    text(width - _MARGIN - 70, y + 1, f"Analysed {report.analysed_at}", 7.5)
+    y += 7
+    level = _level(report)
+    for line in textwrap.wrap(report.headline, 150)[:3]:
+        text(_MARGIN, y, line, 8.5, weight="bold", color=_LEVEL_COLOUR[level])
+        y += 4.2
+    y += 1
+    if report.findings:
+        note = f"{LIMITED_NOTE}. " if report.adequacy and report.adequacy.level != COMPLETE else ""
+        text(_MARGIN, y, f"{note}Findings (probability; prevalence in the training data):", 7.5, weight="bold")
+        y += 4
+        columns, per_column = 3, 6
+        for i, f in enumerate(report.findings):
+            column, row = divmod(i, per_column)
+            if column >= columns:
+                break
+            text(_MARGIN + column * 94, y + row * 3.6,
+                 f"{f.probability:.3f}  {f.name[:44]}  ({f.prevalence_pct:.1f} %)", 6.8,
+                 color="#555555" if note else "#111111", family="DejaVu Sans")
+        y += per_column * 3.6
+    elif report.no_findings and report.adequacy is not None:
+        text(_MARGIN, y, report.no_findings, 7.5)
+        y += 4
+    if report.record is not None:
+        _place_ecg(fig, report, width, height, max(y + 2, _ECG_TOP - 14))
+        y = _ECG_TOP - 14 + _ECG_MAX_MM + 16
+    lines = ["What was read: " + "; ".join(f"{k}: {v}" for k, v in report.facts)] if report.facts else []
+    lines += [f"Note: {w}" for w in report.warnings]
+    if report.provenance:
+        lines.append("Model: " + "; ".join(f"{k}: {v}" for k, v in report.provenance))
+    bottom = height - _MARGIN - 5
+    for line in lines:
+        for part in textwrap.wrap(line, 215):
+            if y > bottom - 3:
+                break
+            text(_MARGIN, y, part, 6.2)
+            y += 2.9
+    text(_MARGIN, bottom, DISCLAIMER, 7, weight="bold")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="pdf", metadata={"Title": f"ECG-FM report: {report.name}", "Author": None,
+                                                "Creator": "ecgfm", "Producer": None})
+    return buffer.getvalue()
+
+
+def _place_ecg(fig, report: Report, width: float, height: float, top_mm: float) -> None:
+    """The ECG figure, drawn in mm, placed on the page at its own size so the scale holds."""
+    from .plot import figure_to_png, plot_ecg
+
+    ecg = plot_ecg(report.record, lead_status=report.lead_status)
+    ecg_w, ecg_h = (v * 25.4 for v in ecg.get_size_inches())
+    if ecg_h > _ECG_MAX_MM + 16:
+        ecg = plot_ecg(report.record, lead_status=report.lead_status, row_scale=_ECG_MAX_MM / (ecg_h - 16))
+        ecg_w, ecg_h = (v * 25.4 for v in ecg.get_size_inches())
+    from matplotlib.image import imread
+
+    image = imread(io.BytesIO(figure_to_png(ecg, dpi=200)), format="png")
+    left = (width - ecg_w) / 2
+    axes = fig.add_axes((left / width, 1 - (top_mm + ecg_h) / height, ecg_w / width, ecg_h / height))
+    axes.imshow(np.asarray(image), interpolation="antialiased", aspect="auto")
+    axes.set_axis_off()
