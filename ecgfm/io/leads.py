@@ -183,16 +183,22 @@ class RawRecord:
     extra: dict = field(default_factory=dict)
 
 
-def names_for_unnamed(fname: str, count: int, what: str) -> tuple[list[str], str | None]:
+def names_for_unnamed(fname: str, count: int, what: str,
+                      names_given: bool = False) -> tuple[list[str], str | None]:
     """Lead names for a file that gives none, and the warning that says what was assumed.
 
     A single signal is one unnamed ECG lead; exactly 12 are taken to be in the standard order, as
     every 12-lead export we know writes them. Any other count cannot be named without guessing.
+    With `names_given` (the caller names the leads itself, `read_ecgs(leads=...)`) nothing is
+    assumed: every signal is an unnamed ECG lead, to be renamed centrally.
     """
+    if names_given:
+        return ["ECG"] * count, None
     if count == 12:
         return list(STANDARD_LEADS), (f"The file names no leads; its 12 {what} were assumed to be in the "
                                       "standard order I, II, III, aVR, aVL, aVF, V1-V6.")
     if count == 1:
         return ["ECG"], None
-    raise ECGReadError(f"{fname}: the file names no leads and holds {count} {what}; only a single one or "
-                       "exactly 12 (standard order) can be read without lead names.")
+    raise ECGReadError(f"{fname}: the file names no leads and holds {count} {what}; give their lead "
+                       "names (leads), as only a single one or exactly 12 (standard order) can be read "
+                       "without them.")

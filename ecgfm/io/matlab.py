@@ -95,7 +95,8 @@ def _load_v73(path: Path) -> dict:
 MATLAB, CODE15, CPSC2018 = "MATLAB", "MATLAB (CODE-15%)", "MATLAB (CPSC 2018)"
 
 
-def read(path: Path, *, fs: float | None = None) -> RawRecord:
+def read(path: Path, *, fs: float | None = None, names_given: bool = False) -> RawRecord:
+    """`names_given`: the caller names the leads, so a file without names needs no assumption."""
     fname = path.name
     if path.stat().st_size > MAX_MAT_BYTES:
         raise read_error(fname, "the .mat file is too large to be an ECG.")
@@ -120,7 +121,7 @@ def read(path: Path, *, fs: float | None = None) -> RawRecord:
             warnings.append("The file does not store its sampling rate; 500 Hz was assumed, "
                             "as documented for CPSC 2018 recordings.")
     elif "val" in keys and not any(k in keys for k in _SIGNAL_KEYS):
-        raise read_error(fname, "this is a PhysioNet signal file ('val' in ADC units); upload its .hea "
+        raise read_error(fname, "this is a PhysioNet signal file ('val' in ADC units); give its .hea "
                            "header with it.")
     else:
         sig_key = next((keys[k] for k in _SIGNAL_KEYS if k in keys), None)
@@ -164,8 +165,9 @@ def read(path: Path, *, fs: float | None = None) -> RawRecord:
     if data.shape[1] == 0:
         raise read_error(fname, "the ECG variable holds no samples.")
     n = data.shape[0]
-    if names is None or len(names) != n:
-        names, assumed = names_for_unnamed(fname, n, "signals")
+    unnamed = names is None or len(names) != n
+    if unnamed:
+        names, assumed = names_for_unnamed(fname, n, "signals", names_given)
         warnings.extend([assumed] if assumed else [])
     scale = voltage_scale(unit) if unit else None
     if not unit and fmt in (CODE15, CPSC2018):
@@ -173,4 +175,4 @@ def read(path: Path, *, fs: float | None = None) -> RawRecord:
     channels = [Channel(name=names[i], data=data[i], fs=rate, unit=unit, scale=scale)
                 for i in range(n)]
     return RawRecord(name=path.name, format=fmt, channels=channels, warnings=warnings,
-                     extra={"fs_stated": stated})
+                     extra={"fs_stated": stated, "unnamed": unnamed})

@@ -47,7 +47,8 @@ def _as_names(value) -> list[str] | None:
 
 
 def _channels(signal: np.ndarray, fname: str, fs: float | None, names, unit: str,
-              warnings: list[str]) -> list[Channel]:
+              warnings: list[str], names_given: bool = False) -> tuple[list[Channel], bool]:
+    """The channels, and whether the file left them unnamed."""
     if signal.dtype.kind not in "biuf":
         raise read_error(fname, f"the array holds {signal.dtype} values, not numbers.")
     if signal.size > MAX_VALUES:
@@ -58,27 +59,28 @@ def _channels(signal: np.ndarray, fname: str, fs: float | None, names, unit: str
     if fs is None:
         raise read_error(fname, "the file does not state its sampling rate; give the sampling rate (fs).")
     n = data.shape[0]
-    if names is None or len(names) != n:
-        names, assumed = names_for_unnamed(fname, n, "rows")
+    unnamed = names is None or len(names) != n
+    if unnamed:
+        names, assumed = names_for_unnamed(fname, n, "rows", names_given)
         warnings.extend([assumed] if assumed else [])
     scale = voltage_scale(unit) if unit else None
     return [Channel(name=names[i], data=data[i].astype(np.float64), fs=float(fs), unit=unit,
-                    scale=scale) for i in range(n)]
+                    scale=scale) for i in range(n)], unnamed
 
 
-def read_npy(path: Path, *, fs: float | None = None) -> RawRecord:
+def read_npy(path: Path, *, fs: float | None = None, names_given: bool = False) -> RawRecord:
     fname = path.name
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except Exception:  # noqa: BLE001
         raise read_error(fname, "this is not a readable NumPy .npy array.") from None
     warnings: list[str] = []
-    channels = _channels(array, fname, fs, None, "", warnings)
+    channels, unnamed = _channels(array, fname, fs, None, "", warnings, names_given)
     return RawRecord(name=path.name, format="NumPy .npy", channels=channels, warnings=warnings,
-                     extra={"fs_stated": False})
+                     extra={"fs_stated": False, "unnamed": unnamed})
 
 
-def read_npz(path: Path, *, fs: float | None = None) -> RawRecord:
+def read_npz(path: Path, *, fs: float | None = None, names_given: bool = False) -> RawRecord:
     fname = path.name
     try:
         with zipfile.ZipFile(path) as zf:
@@ -128,6 +130,6 @@ def read_npz(path: Path, *, fs: float | None = None) -> RawRecord:
     stated = rate is not None
     if not stated and fs is not None:
         rate = float(fs)
-    channels = _channels(signal, fname, rate, names, unit, warnings)
+    channels, unnamed = _channels(signal, fname, rate, names, unit, warnings, names_given)
     return RawRecord(name=path.name, format="NumPy .npz", channels=channels, warnings=warnings,
-                     extra={"fs_stated": stated})
+                     extra={"fs_stated": stated, "unnamed": unnamed})

@@ -120,7 +120,8 @@ def _parse(lines: list[str], delim: str | None, width: int, fname: str) -> np.nd
     return frame.to_numpy(dtype=np.float64)
 
 
-def read(path: Path, *, fs: float | None = None) -> RawRecord:
+def read(path: Path, *, fs: float | None = None, names_given: bool = False) -> RawRecord:
+    """`names_given`: the caller names the leads, so a file without names needs no assumption."""
     fname = path.name
     size = path.stat().st_size
     if size > MAX_TEXT_BYTES:
@@ -214,8 +215,9 @@ def read(path: Path, *, fs: float | None = None) -> RawRecord:
     if n_cols == 0:
         raise read_error(fname, "the text file holds no signal columns.")
     units = [""] * n_cols
+    unnamed = names is None
     if names is None:
-        names, assumed = names_for_unnamed(fname, n_cols, "columns")
+        names, assumed = names_for_unnamed(fname, n_cols, "columns", names_given)
         warnings.extend([assumed] if assumed else [])
     else:
         split_names = [_split_name_unit(n) for n in names]
@@ -229,4 +231,5 @@ def read(path: Path, *, fs: float | None = None) -> RawRecord:
         channels.append(Channel(name=names[i] or f"column {i + 1}", data=values[:, i], fs=rate,
                                 unit=unit, scale=scale))
     return RawRecord(name=path.name, format="Delimited text", channels=channels, warnings=warnings,
-                     adc_bits=meta.get("bits"), extra={"fs_stated": stated is not None})
+                     adc_bits=meta.get("bits"),
+                     extra={"fs_stated": stated is not None, "unnamed": unnamed})
