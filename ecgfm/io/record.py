@@ -52,6 +52,10 @@ class ECGRecord:
     was not trained on (V3R, V7, Frank X/Y/Z ...) stay in `extra_leads`. `derived_leads` names the
     leads computed from others (Einthoven/Goldberger), `zero_leads` the ones filled with zeros; both
     are also listed in `leads`. `start_s` and `total_duration_s` place this window in the recording.
+
+    A record may hold no standard lead at all (a monitor's MCL1, Frank X/Y/Z only): `leads` is then
+    empty, `signal` has shape (0, n_samples) and the samples are in `extra_leads`; it can be drawn,
+    but ECG-FM cannot read it.
     """
 
     name: str
@@ -69,6 +73,19 @@ class ECGRecord:
 
     def __post_init__(self) -> None:
         self.signal = np.asarray(self.signal, dtype=np.float32)
+        if not self.leads and self.signal.size == 0:
+            # No standard lead: the sample count comes from the extra leads, so that duration_s,
+            # window() and summary() still describe the recording.
+            has_width = self.signal.ndim == 2 and self.signal.shape[1] > 0
+            lengths = {len(v) for v in self.extra_leads.values()}
+            if has_width:
+                n = self.signal.shape[1]
+            elif len(lengths) > 1:
+                raise ECGReadError(f"{self.name}: the extra leads have different lengths "
+                                   f"({', '.join(str(k) for k in sorted(lengths))} samples).")
+            else:
+                n = lengths.pop() if lengths else 0
+            self.signal = np.zeros((0, n), dtype=np.float32)
         if self.signal.ndim == 1:
             self.signal = self.signal[None, :]
         if self.signal.ndim != 2 or self.signal.shape[0] != len(self.leads):
