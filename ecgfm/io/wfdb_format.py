@@ -28,7 +28,7 @@ MAX_HEADER_BYTES = 1_000_000
 def referenced_files(header_path: Path) -> tuple[list[str], list[str]]:
     """(signal files, segment record names) a .hea names, parsed leniently without wfdb.
 
-    Used to group uploaded files into records before wfdb sees them; returns ([], []) for text
+    Used to group the given files into records before wfdb sees them; returns ([], []) for text
     that is not a WFDB header.
     """
     try:
@@ -53,6 +53,38 @@ def referenced_files(header_path: Path) -> tuple[list[str], list[str]]:
         if name not in files and name != "~":
             files.append(name)
     return files, []
+
+
+def single_signal_file(header_path: Path) -> str | None:
+    """The one signal file a single-segment header names, when all its signals are stored there in
+    a plain WFDB format (8, 16, 212 ...); None otherwise (several files, FLAC, multi-segment).
+
+    Lets a record whose files were renamed together (rec2.hea + rec2.dat, while the header still
+    names 100.dat) be read from the signal file given with it.
+    """
+    try:
+        text = header_path.read_bytes()[:MAX_HEADER_BYTES].decode("latin-1")
+    except OSError:
+        return None
+    lines = [ln.strip() for ln in re.split(r"\r\n|\r|\n", text)]
+    lines = [ln for ln in lines if ln and not ln.startswith("#")]
+    if not lines:
+        return None
+    record_line = lines[0].split()
+    if "/" in record_line[0] or len(record_line) < 2:
+        return None
+    try:
+        n_sig = int(record_line[1])
+    except ValueError:
+        return None
+    signals = [ln.split() for ln in lines[1:1 + n_sig]]
+    if n_sig < 1 or len(signals) != n_sig or any(len(tokens) < 2 for tokens in signals):
+        return None
+    names = {tokens[0] for tokens in signals}
+    formats = {re.match(r"\d*", tokens[1]).group(0) for tokens in signals}
+    if len(names) != 1 or "~" in names or not formats <= set(_BITS):
+        return None
+    return names.pop()
 
 
 def looks_like_header(path: Path) -> bool:
@@ -86,11 +118,16 @@ def _check_files(header, directory: Path, hea: str) -> int:
     names = list(header.file_name or [])
     if not names:
         raise read_error(hea, "the header lists no signals.")
-    for name in set(names):
+    for name in dict.fromkeys(names):
         if "/" in name or "\\" in name or name in ("..", "."):
             raise read_error(hea, f"the header refers to a signal file outside its folder ({name}).")
-        if not (directory / name).is_file():
-            raise read_error(hea, f"the signal file {name} is missing; upload it together with the header.")
+    missing = [name for name in dict.fromkeys(names) if not (directory / name).is_file()]
+    if len(missing) == 1:
+        raise read_error(hea, f"the signal file {missing[0]} is missing; give it together with the "
+                         "header.")
+    if missing:
+        raise read_error(hea, f"the signal files {', '.join(missing[:-1])} and {missing[-1]} are "
+                         "missing; give them together with the header.")
     sig_len = header.sig_len
     lengths = []
     for name in dict.fromkeys(names):
@@ -158,7 +195,7 @@ def read(header_path: Path, *, start_s: float = 0.0, duration_s: float | None = 
             if "/" in seg_name or "\\" in seg_name or seg_name in ("..", "."):
                 raise read_error(hea, f"the header refers to a segment outside its folder ({seg_name}).")
             if not (directory / f"{seg_name}.hea").is_file():
-                raise read_error(hea, f"the segment header {seg_name}.hea is missing; upload all segment "
+                raise read_error(hea, f"the segment header {seg_name}.hea is missing; give all segment "
                                  "files together with the master header.")
             try:
                 seg = wfdb.rdheader(str(directory / seg_name))
