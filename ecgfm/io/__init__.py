@@ -19,12 +19,12 @@ import shutil
 import tempfile
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterable, Union
+from typing import Iterable, Literal, NamedTuple, Sequence, Union, overload
 
 import numpy as np
 
 from ..errors import ECGReadError
-from .leads import (EXTRA, MODIFIED, NON_ECG, STANDARD, Channel, RawRecord,
+from .leads import (EXTRA, MODIFIED, NON_ECG, STANDARD, UNKNOWN, Channel, RawRecord,
                     classify_lead, complete_limb_leads)
 from .record import STANDARD_LEADS, ECGRecord, window_note
 
@@ -50,15 +50,17 @@ _TEXT_EXT = {".csv", ".tsv", ".txt", ".asc", ".ascii", ".tab", ".dat"}
 
 # --- public API ---------------------------------------------------------------------------------
 
-def read_ecg(paths: PathLike | Iterable[PathLike], *, fs: float | None = None, start_s: float = 0.0,
+def read_ecg(paths: PathLike | Iterable[PathLike], *, fs: float | None = None,
+             leads: Sequence[str] | str | None = None, start_s: float = 0.0,
              duration_s: float | None = None) -> ECGRecord:
     """Read the files that make ONE ECG record (e.g. a WFDB .hea with its .dat).
 
-    `fs` gives the sampling rate for formats that do not store one (plain CSV, .npy); `start_s`
-    and `duration_s` select a window of a long recording. Raises ECGReadError when the files make
-    no record or several.
+    `fs` gives the sampling rate for formats that do not store one (plain CSV, .npy); `leads`
+    names the file's ECG channels in their order (see `read_ecgs`); `start_s` and `duration_s`
+    select a window of a long recording. Raises ECGReadError when the files make no record or
+    several.
     """
-    records = read_ecgs(paths, fs=fs, start_s=start_s, duration_s=duration_s)
+    records = read_ecgs(paths, fs=fs, leads=leads, start_s=start_s, duration_s=duration_s)
     if len(records) != 1:
         names = ", ".join(r.name for r in records)
         raise ECGReadError(f"The files make {len(records)} records ({names}), not one; read them "
@@ -66,23 +68,68 @@ def read_ecg(paths: PathLike | Iterable[PathLike], *, fs: float | None = None, s
     return records[0]
 
 
+@overload
+def read_ecgs(paths: PathLike | Iterable[PathLike], *, fs: float | None = ...,
+              leads: Sequence[str] | str | None = ..., start_s: float = ...,
+              duration_s: float | None = ..., errors: Literal["raise"] = ...) -> list[ECGRecord]: ...
+
+
+@overload
+def read_ecgs(paths: PathLike | Iterable[PathLike], *, fs: float | None = ...,
+              leads: Sequence[str] | str | None = ..., start_s: float = ...,
+              duration_s: float | None = ...,
+              errors: Literal["return"]) -> list[ECGRecord | ECGReadError]: ...
+
+
 def read_ecgs(paths: PathLike | Iterable[PathLike], *, fs: float | None = None,
-              start_s: float = 0.0, duration_s: float | None = None) -> list[ECGRecord]:
-    """Read any set of uploaded files: one record per recording, each named after its file.
+              leads: Sequence[str] | str | None = None, start_s: float = 0.0,
+              duration_s: float | None = None,
+              errors: str = "raise") -> list[ECGRecord] | list[ECGRecord | ECGReadError]:
+    """Read any set of files: one record per recording, each named after its file.
 
     Files may sit in different folders (as Gradio stores uploads): WFDB headers are matched with
-    their signal files by the names the header gives. Zip archives are expanded. Annotation files
-    (.atr, .qrs ...) that come with a record are ignored.
+    their signal files by the names the header gives. Zip archives and folders are expanded.
+    Annotation files (.atr, .qrs ...) that come with a record are ignored.
+
+    `leads`, when given, names the ECG channels of EVERY record read in this call, in the file's
+    channel order (e.g. ["II"] for a one-column CSV without a header, or ["I", "II", "V1"]); the
+    names replace those the file gives or lacks. Each is spelt as usual ("ii", "Lead II", "MLII"
+    are understood); channels that are not ECGs (PLETH, RESP, ABP ...) are still left out and not
+    counted. A record whose ECG channel count differs from the number of names cannot be read. A
+    single string is read as comma-separated names ("I, II, V1").
+
+    `errors="raise"` (the default) raises ECGReadError at the first file that cannot be read.
+    `errors="return"` reads every file it can and returns, in input order, one entry per record:
+    the ECGRecord, or the ECGReadError saying why that record could not be read. Failures that
+    concern the whole call (no file at all, too many files, invalid fs, leads or window) raise
+    in both modes.
     """
+    if errors not in ("raise", "return"):
+        raise ValueError(f"errors must be 'raise' or 'return', not {errors!r}.")
+    keep = errors == "return"
     files = _as_paths(paths)
-    first = files[0].name
+    first = files[0].name or _folder_name(files[0])
     _check_options(first, fs, start_s, duration_s)
+    user_leads = _check_leads(first, leads)
     with tempfile.TemporaryDirectory(prefix="ecgfm-read-") as tmp:
         tmp_dir = Path(tmp)
-        expanded = _expand(files, tmp_dir)
-        jobs = _group(expanded)
-        return [_run(job, tmp_dir / f"record{i}", fs, start_s, duration_s)
-                for i, job in enumerate(jobs)]
+        expanded, empty_folders = _expand(files, tmp_dir, keep)
+        jobs = _group(expanded, keep, empty_folders)
+        entries: list[tuple[int, ECGRecord | ECGReadError]] = []
+        for i, job in enumerate(jobs):
+            if job.error is not None:
+                entries.append((job.pos, job.error))
+                continue
+            try:
+                entries.append((job.pos, _run(job, tmp_dir / f"record{i}", fs, user_leads,
+                                              start_s, duration_s)))
+            except ECGReadError as err:
+                if not keep:
+                    raise
+                entries.append((job.pos, err))
+    if keep:
+        entries.sort(key=lambda entry: entry[0])
+    return [entry for _, entry in entries]
 
 
 # --- inputs -------------------------------------------------------------------------------------
@@ -116,75 +163,172 @@ def _check_options(first: str, fs, start_s, duration_s) -> None:
         raise ECGReadError(f"{first}: the window must last more than 0 s.")
 
 
+class _LeadName(NamedTuple):
+    """One lead name given by the caller: as written, and what `classify_lead` makes of it."""
+
+    given: str
+    kind: str
+    canonical: str
+
+
+def _check_leads(first: str, leads) -> list[_LeadName] | None:
+    """The caller's lead names, classified; an unknown or repeated name fails the whole call."""
+    if leads is None:
+        return None
+    if isinstance(leads, str):
+        leads = leads.split(",")
+    try:
+        given = [str(name).strip() for name in leads]
+    except TypeError:
+        raise ECGReadError(f"{first}: the lead names must be given as a list of names such as "
+                           "['I', 'II', 'V1'].") from None
+    if not given or not any(given):
+        raise ECGReadError(f"{first}: the list of lead names given is empty.")
+    out: list[_LeadName] = []
+    seen: dict[str, str] = {}
+    for name in given:
+        kind, canonical = classify_lead(name)
+        if not name or kind in (UNKNOWN, NON_ECG):
+            raise ECGReadError(f"{first}: the lead name '{name[:40]}' given is not an ECG lead "
+                               "ECG-FM knows (such as I, II, aVR, V1, MLII or V4R).")
+        key = canonical if kind in (STANDARD, MODIFIED) else canonical.lower()
+        if key in seen:
+            raise ECGReadError(f"{first}: the lead names given name lead {canonical} twice "
+                               f"({seen[key]} and {name}).")
+        seen[key] = name
+        out.append(_LeadName(name, kind, canonical))
+    return out
+
+
 def _head(path: Path, n: int = 512) -> bytes:
     with open(path, "rb") as f:
         return f.read(n)
 
 
-def _expand(files: list[Path], tmp: Path) -> list[Path]:
-    """Check the files exist and are not empty; expand zip archives and folders."""
+def _folder_name(path: Path) -> str:
+    return path.name or path.resolve().name or str(path)
+
+
+def _expand(files: list[Path], tmp: Path,
+            keep: bool) -> tuple[list[Path | ECGReadError], list[Path]]:
+    """Check the files exist and are not empty; expand zip archives and folders.
+
+    Returns the files in input order, with, in `keep` mode, the error of each file that cannot be
+    read in its place (otherwise the first such error is raised), and the folders that hold no
+    file at all.
+    """
     from . import archive
 
-    out: list[Path] = []
-    for i, path in enumerate(files):
-        if path.is_dir():
-            members = sorted(p for p in path.rglob("*") if p.is_file()
-                             and not any(part.startswith(".") for part in p.relative_to(path).parts))
-            if len(members) > MAX_FILES:
-                raise ECGReadError(f"{path.name}: the folder holds more than {MAX_FILES} files.")
-            out.extend(_expand(members, tmp / f"dir{i}") if members else [])
-            continue
-        if not path.is_file():
-            raise ECGReadError(f"{path.name}: the file does not exist.")
-        if path.stat().st_size == 0:
-            raise ECGReadError(f"{path.name}: the file is empty.")
-        head = _head(path)
-        if path.suffix.lower() != ".npz" and (archive.looks_like_zip(head) or path.suffix.lower() == ".zip"):
-            dest = tmp / f"zip{i}"
+    out: list[Path | ECGReadError] = []
+    empty_folders: list[Path] = []
+
+    def fail(err: ECGReadError) -> None:
+        if not keep:
+            raise err
+        out.append(err)
+
+    def add(paths: list[Path], dest_root: Path) -> None:
+        for i, path in enumerate(paths):
+            if path.is_dir():
+                members = sorted(p for p in path.rglob("*") if p.is_file() and not any(
+                    part.startswith(".") for part in p.relative_to(path).parts))
+                if len(members) > MAX_FILES:
+                    raise ECGReadError(f"{_folder_name(path)}: the folder holds more than "
+                                       f"{MAX_FILES} files.")
+                if not members:
+                    empty_folders.append(path)
+                add(members, dest_root / f"dir{i}")
+                continue
+            if not path.is_file():
+                fail(ECGReadError(f"{path.name}: the file does not exist."))
+                continue
+            if path.stat().st_size == 0:
+                fail(ECGReadError(f"{path.name}: the file is empty."))
+                continue
+            head = _head(path)
+            ext = path.suffix.lower()
+            if ext == ".npz" or not (archive.looks_like_zip(head) or ext == ".zip"):
+                out.append(path)
+                continue
+            dest = dest_root / f"zip{i}"
             dest.mkdir(parents=True)
-            members = archive.extract(path, dest)
+            try:
+                members = archive.extract(path, dest)
+            except ECGReadError as err:
+                fail(err)
+                continue
+            if not members:
+                fail(ECGReadError(f"{path.name}: the archive holds no files."))
+                continue
             for member in members:
                 if member.suffix.lower() == ".zip" or archive.looks_like_zip(_head(member)) \
                         and member.suffix.lower() != ".npz":
-                    raise ECGReadError(f"{path.name}: the archive holds another archive "
-                                       f"({member.name}); put the ECG files in one zip.")
-                if member.stat().st_size == 0:
-                    raise ECGReadError(f"{member.name} (in {path.name}): the file is empty.")
-            if not members:
-                raise ECGReadError(f"{path.name}: the archive holds no files.")
-            out.extend(members)
-        else:
-            out.append(path)
+                    fail(ECGReadError(f"{path.name}: the archive holds another archive "
+                                      f"({member.name}); put the ECG files in one zip."))
+                elif member.stat().st_size == 0:
+                    fail(ECGReadError(f"{member.name} (in {path.name}): the file is empty."))
+                else:
+                    out.append(member)
+
+    add(files, tmp)
     if len(out) > MAX_FILES:
         raise ECGReadError(f"{len(out)} files were given; at most {MAX_FILES} can be read at once.")
-    return out
+    return out, empty_folders
 
 
 class _Job:
-    """One record to read: a WFDB header with its companion files, or a single file."""
+    """One entry of the result: a WFDB header with its companion files, a single file, or the
+    error that stands for a file or record that cannot be read.
 
-    def __init__(self, kind: str, main: Path, companions: list[Path] | None = None) -> None:
+    `pos` is the place of the record's first file among the inputs; `aliases` maps a companion
+    to the name the header gives it (a renamed signal file); `warnings` go into the record.
+    """
+
+    def __init__(self, kind: str, main: Path | None, companions: list[Path] | None = None, *,
+                 pos: int = 0, error: ECGReadError | None = None) -> None:
         self.kind = kind
         self.main = main
         self.companions = companions or []
+        self.pos = pos
+        self.error = error
+        self.aliases: dict[Path, str] = {}
+        self.warnings: list[str] = []
+        self.missing: list[str] = []  # signal files the header names that were not found
 
 
-def _group(files: list[Path]) -> list[_Job]:
+def _group(items: list[Path | ECGReadError], keep: bool,
+           empty_folders: list[Path] | None = None) -> list[_Job]:
     from . import wfdb_format
+
+    files: list[Path] = []
+    pos: dict[Path, int] = {}
+    failed: list[_Job] = []  # in `keep` mode: the errors, each at its file's place
+    for index, item in enumerate(items):
+        if isinstance(item, ECGReadError):
+            failed.append(_Job("error", None, pos=index, error=item))
+        else:
+            files.append(item)
+            pos.setdefault(item, index)
+
+    def fail(err: ECGReadError, at: int) -> None:
+        if not keep:
+            raise err
+        failed.append(_Job("error", None, pos=at, error=err))
 
     by_name: dict[str, list[Path]] = {}
     for path in files:
         by_name.setdefault(path.name, []).append(path)
 
     headers = [p for p in files if p.suffix.lower() == ".hea" and wfdb_format.looks_like_header(p)]
-    bad_headers = [p for p in files if p.suffix.lower() == ".hea" and p not in headers]
-    if bad_headers:
-        raise ECGReadError(f"{bad_headers[0].name}: this is not a valid WFDB header.")
+    used: set[Path] = set()
+    for bad in (p for p in files if p.suffix.lower() == ".hea" and p not in headers):
+        used.add(bad)
+        fail(ECGReadError(f"{bad.name}: this is not a valid WFDB header."), pos[bad])
     refs = {h: wfdb_format.referenced_files(h) for h in headers}
     segment_headers = {f"{seg}.hea" for (_, segs) in refs.values() for seg in segs}
     roots = [h for h in headers if h.name not in segment_headers]
+    referenced = {name for (sigs, _) in refs.values() for name in sigs}
 
-    used: set[Path] = set()
     jobs: list[_Job] = []
     record_stems: set[str] = set()
 
@@ -192,8 +336,8 @@ def _group(files: list[Path]) -> list[_Job]:
         """A companion of `owner` among the given files, else beside the header on disk."""
         candidates = by_name.get(name, [])
         if len(candidates) > 1:
-            raise ECGReadError(f"{owner.name}: {len(candidates)} uploaded files are named {name}; "
-                               "upload each record's files once.")
+            raise ECGReadError(f"{owner.name}: {len(candidates)} of the files given are named "
+                               f"{name}; give each record's files once.")
         if candidates:
             return candidates[0]
         beside = owner.parent / name
@@ -201,32 +345,34 @@ def _group(files: list[Path]) -> list[_Job]:
 
     for header in roots:
         signal_files, segments = refs[header]
-        for name in [*signal_files, *segments]:
-            if "/" in name or "\\" in name or name in (".", ".."):
-                raise ECGReadError(f"{header.name}: the header refers to a file outside its folder "
-                                   f"({name[:60]}).")
-        companions: list[Path] = []
-        for name in signal_files:
-            found = pick(name, header)
-            if found is not None:
-                companions.append(found)
-        for seg in segments:
-            seg_header = pick(f"{seg}.hea", header)
-            if seg_header is None:
-                continue
-            companions.append(seg_header)
-            for name in wfdb_format.referenced_files(seg_header)[0]:
-                found = pick(name, header)
-                if found is not None:
-                    companions.append(found)
         used.add(header)
-        used.update(companions)
         record_stems.add(header.stem)
         record_stems.update(segments)
-        jobs.append(_Job("wfdb", header, companions))
+        try:
+            job = _wfdb_job(header, signal_files, segments, pick, files, referenced, used)
+        except ECGReadError as err:
+            # The record's own files are part of its failure, not files of their own.
+            used.update(p for name in signal_files for p in by_name.get(name, []))
+            fail(err, pos[header])
+            continue
+        used.update(job.companions)
+        job.pos = min(pos.get(p, pos[header]) for p in [header, *job.companions])
+        jobs.append(job)
     for header in headers:
         if header not in roots and header not in used:
-            used.add(header)  # a segment header whose master header was uploaded without it
+            used.add(header)  # a segment header whose master header was given without it
+
+    # A signal file named like a given header that the header does not name (rec2.dat with a
+    # rec2.hea naming 100.dat, where 100.dat cannot stand in): it belongs to that record, whose
+    # error names the missing signal file, rather than asking for a header that was given.
+    incomplete = {job.main.stem: job for job in jobs if job.missing}
+    for path in files:
+        owner = incomplete.get(path.stem)
+        if path not in used and owner is not None and path.suffix.lower() in {
+                Path(name).suffix.lower() for name in owner.missing}:
+            used.add(path)
+            owner.companions.append(path)
+            owner.pos = min(owner.pos, pos[path])
 
     leftovers: list[Path] = []
     annotations: list[Path] = []
@@ -238,16 +384,71 @@ def _group(files: list[Path]) -> list[_Job]:
             annotations.append(path)
             continue
         if ext in (".dat", ".xyz") and not _looks_like_text(_head(path, 4096)):
-            raise ECGReadError(f"{path.name}: this is a WFDB signal file; upload its .hea header "
-                               "with it.")
+            namesake = next((h for h in roots if h.stem == path.stem), None)
+            if namesake is not None:
+                named = ", ".join(refs[namesake][0])
+                fail(ECGReadError(f"{path.name}: the header {namesake.name} does not name this "
+                                  "signal file" + (f" (it names {named})" if named else "")
+                                  + ", so it was not read."), pos[path])
+            else:
+                fail(ECGReadError(f"{path.name}: this is a WFDB signal file; give its .hea header "
+                                  "with it."), pos[path])
+            continue
         leftovers.append(path)
-    jobs.extend(_Job("file", p) for p in leftovers)
-    if not jobs:
+    jobs.extend(_Job("file", p, pos=pos[p]) for p in leftovers)
+    if not jobs and not failed:
         if annotations:
             raise ECGReadError(f"{annotations[0].name}: this is an annotation file, not an ECG "
-                               "signal; upload the record's .hea header and signal files.")
+                               "signal; give the record's .hea header and signal files with it.")
+        if empty_folders:
+            raise ECGReadError(f"{_folder_name(empty_folders[0])}: the folder holds no ECG file.")
         raise ECGReadError("No ECG file was given.")
-    return jobs
+    return jobs + failed
+
+
+def _wfdb_job(header: Path, signal_files: list[str], segments: list[str], pick,
+              files: list[Path], referenced: set[str], used: set[Path]) -> _Job:
+    """The job reading the WFDB record of `header`, its companions found by the names it gives."""
+    from . import wfdb_format
+
+    for name in [*signal_files, *segments]:
+        if "/" in name or "\\" in name or name in (".", ".."):
+            raise ECGReadError(f"{header.name}: the header refers to a file outside its folder "
+                               f"({name[:60]}).")
+    job = _Job("wfdb", header)
+    missing: list[str] = []
+    for name in signal_files:
+        found = pick(name, header)
+        if found is None:
+            missing.append(name)
+        else:
+            job.companions.append(found)
+    if missing and len(signal_files) == 1 and wfdb_format.single_signal_file(header) == missing[0]:
+        # Renamed together: rec2.hea given with rec2.dat while the header still names 100.dat.
+        wanted = missing[0]
+        stand_ins = [p for p in files if p.stem == header.stem and p != header
+                     and p.suffix.lower() == Path(wanted).suffix.lower()
+                     and p.name not in referenced and p not in used]
+        beside = header.with_suffix(Path(wanted).suffix)
+        if not stand_ins and beside != header and beside.is_file() and beside.name not in referenced:
+            stand_ins = [beside]  # the header was given alone, its renamed signal file beside it
+        if len(stand_ins) == 1:
+            job.companions.append(stand_ins[0])
+            job.aliases[stand_ins[0]] = wanted
+            job.warnings.append(f"The header names the signal file {wanted}, which was not "
+                                f"found; {stand_ins[0].name} was read in its place.")
+            missing = []
+    job.missing = missing
+    for seg in segments:
+        seg_header = pick(f"{seg}.hea", header)
+        if seg_header is None:
+            continue
+        job.companions.append(seg_header)
+        for name in wfdb_format.referenced_files(seg_header)[0]:
+            found = pick(name, header)
+            if found is not None:
+                job.companions.append(found)
+    return job
 
 
 def _looks_like_text(head: bytes) -> bool:
@@ -267,16 +468,17 @@ def _looks_like_text(head: bytes) -> bool:
 
 # --- dispatch -----------------------------------------------------------------------------------
 
-def _run(job: _Job, workdir: Path, fs, start_s, duration_s) -> ECGRecord:
+def _run(job: _Job, workdir: Path, fs, user_leads, start_s, duration_s) -> ECGRecord:
     name = job.main.name
     try:
         if job.kind == "wfdb":
             raw = _read_wfdb(job, workdir, start_s, duration_s)
         else:
-            raw = _read_file(job.main, fs, start_s, duration_s)
+            raw = _read_file(job.main, fs, start_s, duration_s, user_leads is not None)
         if isinstance(raw, ECGRecord):
             raw = _from_record(raw)
-        return _finalize(raw, name, fs, start_s, duration_s, job.kind == "wfdb")
+        raw.warnings[:0] = job.warnings
+        return _finalize(raw, name, fs, start_s, duration_s, job.kind == "wfdb", user_leads)
     except ECGReadError:
         raise
     except MemoryError:
@@ -292,7 +494,7 @@ def _read_wfdb(job: _Job, workdir: Path, start_s, duration_s) -> RawRecord:
 
     workdir.mkdir(parents=True, exist_ok=True)
     for path in [job.main, *job.companions]:
-        target = workdir / path.name
+        target = workdir / job.aliases.get(path, path.name)
         if target.exists():
             continue
         try:
@@ -302,7 +504,7 @@ def _read_wfdb(job: _Job, workdir: Path, start_s, duration_s) -> RawRecord:
     return wfdb_format.read(workdir / job.main.name, start_s=start_s, duration_s=duration_s)
 
 
-def _read_file(path: Path, fs, start_s, duration_s):
+def _read_file(path: Path, fs, start_s, duration_s, names_given: bool = False):
     from . import edf, matlab, numpy_format, text, vendor
 
     name = path.name
@@ -311,16 +513,16 @@ def _read_file(path: Path, fs, start_s, duration_s):
     if edf.looks_like_edf(head) or ext in (".edf", ".bdf"):
         return edf.read(path, start_s=start_s, duration_s=duration_s)
     if head.startswith(b"\x93NUMPY") or ext == ".npy":
-        return numpy_format.read_npy(path, fs=fs)
+        return numpy_format.read_npy(path, fs=fs, names_given=names_given)
     if ext == ".npz":  # any other zip was unpacked by `_expand` before reading
-        return numpy_format.read_npz(path, fs=fs)
+        return numpy_format.read_npz(path, fs=fs, names_given=names_given)
     if head.startswith(b"MATLAB") or ext == ".mat":
-        return matlab.read(path, fs=fs)
+        return matlab.read(path, fs=fs, names_given=names_given)
     if (ext in _VENDOR_EXT or ext not in _TEXT_EXT) and vendor.sniff(path, head):
         return vendor.read(path)
     if _looks_like_text(head) and (ext not in _VENDOR_EXT or ext == ".ecg"):
-        return text.read(path, fs=fs)
-    raise ECGReadError(f"{name}: the file format is not recognised as an ECG format this app reads.")
+        return text.read(path, fs=fs, names_given=names_given)
+    raise ECGReadError(f"{name}: the file format is not recognised as an ECG format ECG-FM reads.")
 
 
 def _from_record(record: ECGRecord) -> RawRecord:
@@ -348,7 +550,8 @@ def _plural(n: int, one: str, many: str) -> str:
     return one if n == 1 else many
 
 
-def _finalize(raw: RawRecord, fname: str, fs_given, start_s, duration_s, is_wfdb: bool) -> ECGRecord:
+def _finalize(raw: RawRecord, fname: str, fs_given, start_s, duration_s, is_wfdb: bool,
+              user_leads: list[_LeadName] | None = None) -> ECGRecord:
     warnings = list(raw.warnings)
 
     # 1. What each channel is.
@@ -364,6 +567,9 @@ def _finalize(raw: RawRecord, fname: str, fs_given, start_s, duration_s, is_wfdb
     if dropped:
         warnings.append(f"Left out {len(dropped)} non-ECG {_plural(len(dropped), 'channel', 'channels')} "
                         f"({_names_list(dropped)}); ECG-FM reads only ECG leads.")
+    if user_leads is not None:
+        kinds = _rename(kinds, user_leads, fname, len(dropped), bool(raw.extra.get("unnamed")),
+                        warnings)
     if not kinds:
         raise ECGReadError(f"{fname}: the file holds no ECG leads"
                            + (f" (only {_names_list(dropped)})." if dropped else "."))
@@ -501,16 +707,17 @@ def _finalize(raw: RawRecord, fname: str, fs_given, start_s, duration_s, is_wfdb
     if duplicates:
         warnings.append(f"{_plural(len(duplicates), 'Lead', 'Leads')} {_names_list(duplicates)} "
                         "appeared more than once; the first was used and the others kept aside.")
-    if extra:
+    if extra and leads:
         warnings.append(f"{_plural(len(extra), 'Lead', 'Leads')} {_names_list(list(extra))} "
                         f"{_plural(len(extra), 'is', 'are')} not among the 12 leads ECG-FM was "
                         "trained on and " f"{_plural(len(extra), 'was', 'were')} kept aside.")
-    if not leads:
-        raise ECGReadError(f"{fname}: the file holds only leads ECG-FM does not read "
-                           f"({_names_list(list(extra))}).")
+    elif extra:
+        warnings.append(f"The file holds no lead of the 12-lead ECG (only {_names_list(list(extra))}); "
+                        "it can be drawn, but ECG-FM cannot read it.")
     stored = len(leads)
+    signal = np.stack(rows).astype(np.float32) if rows else np.zeros((0, n), np.float32)
 
-    record = ECGRecord(name=raw.name, signal=np.stack(rows).astype(np.float32), fs=float(fs),
+    record = ECGRecord(name=raw.name, signal=signal, fs=float(fs),
                        leads=leads, format=raw.format, units=units, warnings=warnings,
                        derived_leads=list(raw.extra.get("derived", [])), extra_leads=extra,
                        start_s=raw.start_s, total_duration_s=raw.total_duration_s)
@@ -528,12 +735,32 @@ def _finalize(raw: RawRecord, fname: str, fs_given, start_s, duration_s, is_wfdb
     record = _ordered(complete_limb_leads(_ordered(record)))
 
     # 8. Plausibility.
-    if stored < 3:
+    if 0 < stored < 3:
         record.warnings.append(f"The file holds {stored} ECG {_plural(stored, 'lead', 'leads')}; "
                                "ECG-FM was trained on 12-lead ECGs, so results on fewer leads are "
                                "less reliable.")
     _check_amplitude(record)
     return record
+
+
+def _rename(kinds: list, user_leads: list[_LeadName], fname: str, n_other: int, unnamed: bool,
+            warnings: list[str]) -> list:
+    """The file's ECG channels under the names the caller gave, in the file's order."""
+    if len(user_leads) != len(kinds):
+        given = len(user_leads)
+        has = (f"{len(kinds)} ECG {_plural(len(kinds), 'channel', 'channels')}" if kinds
+               else "no ECG channel")
+        other = (f" (its {n_other} other {_plural(n_other, 'channel is', 'channels are')} not ECG)"
+                 if n_other else "")
+        raise ECGReadError(f"{fname}: {given} lead {_plural(given, 'name was', 'names were')} "
+                           f"given but the file holds {has}{other}.")
+    file_names = ["unnamed" if unnamed or not ch.name.strip() else ch.name.strip()
+                  for ch, _, _ in kinds]
+    file_part = "unnamed" if all(name == "unnamed" for name in file_names) else _names_list(file_names)
+    warnings.append(f"Lead names given by the user ({_names_list([n.given for n in user_leads])}) "
+                    f"were used in place of the file's ({file_part}).")
+    return [(replace(ch, name=lead.given), lead.kind, lead.canonical)
+            for (ch, _, _), lead in zip(kinds, user_leads)]
 
 
 def _unique(name: str, taken) -> str:
