@@ -1,27 +1,46 @@
-"""Command line: `python -m ecgfm predict FILE...` and `python -m ecgfm info FILE...`.
+"""Command line: `ecgfm predict FILE...` and `ecgfm info FILE...` (also `python -m ecgfm ...`).
 
-Every expected failure prints one sentence and exits non-zero; nothing is printed for any record
-until all of them have been read, so a bad file never leaves half an answer behind.
+Every record that can be read is answered; each one that cannot is one sentence on stderr
+(`error: ...`, and in `--json` also a `{"file", "error"}` line in its place), and the exit status
+is then 2. Every other expected failure (no weights, a bad option) prints one sentence and exits 2
+before any result is printed. `info` reads files only: nothing on its path imports torch.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
+import signal
 import sys
 
-from .errors import ECGFMError
+from .errors import ECGFMError, ECGReadError, WeightsUnavailableError
 from .labels import LABELS
-from .model import PRECISIONS
+from .version import __version__
 
 DISCLAIMER = "Research use only: ECG-FM is not a medical device and its outputs are not diagnoses."
+PRECISION_HELP = ("fp32 (default, the reference); bf16: faster on a CPU with bfloat16 instructions, "
+                  "approximate; fp16: the same on CUDA")
+# What each model the CLI loads is for, and the option (and environment variable, for the named
+# checkpoint) that gives its file: the hub's own advice names the Python API's parameters.
+ROLES = {"finetuned": ("the finetuned classifier for predict", "--checkpoint"),
+         "pretrained": ("the pretrained encoder for --embedding", "--encoder")}
+EXIT_SIGPIPE = 128 + getattr(signal, "SIGPIPE", 13)  # what a shell reports for `... | head -1`
+# The readers name what the caller can give by read_ecgs' parameter, in brackets: here, the option.
+OPTIONS = {"(fs)": "(--fs HZ)", "(leads)": "(--leads I,II,...)"}
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parse(argv)
     try:
-        return args.run(args)
+        code = args.run(args)
+        sys.stdout.flush()  # a closed pipe shows up here at the latest, inside the handler below
+        return code
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_SIGPIPE
     except ECGFMError as error:
-        print(f"error: {error}", file=sys.stderr)
+        _error(error)
         return 2
     except KeyboardInterrupt:
         return 130
@@ -31,29 +50,84 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def cli() -> None:
+    """The `ecgfm` console command."""
+    sys.exit(main())
+
+
+def _silence_stdout() -> None:
+    """The reader has gone (`| head`): send what is still buffered nowhere, so that the
+    interpreter's final flush does not print a BrokenPipeError traceback at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # not a real file (a test's captured stdout)
+        pass
+
+
+def _message(error: BaseException) -> str:
+    """The error's sentence, with read_ecgs' parameters named as this command's options."""
+    message = str(error)
+    for parameter, option in OPTIONS.items():
+        message = message.replace(parameter, option)
+    return message
+
+
+def _error(error: BaseException) -> None:
+    print(f"error: {_message(error)}", file=sys.stderr)
+
+
+def _lead_list(text: str) -> list[str]:
+    leads = [name.strip() for name in text.split(",")]
+    if not all(leads):
+        raise argparse.ArgumentTypeError(f"give lead names separated by commas, such as I,II,V1 (not {text!r})")
+    return leads
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """The options, with files given after an option (`predict a.hea --json b.hea`) kept as files:
+    argparse takes only the first run of positional arguments, and leaves the others unrecognised."""
+    parser = _parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest and (not hasattr(args, "files") or any(arg.startswith("-") for arg in rest)):
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if rest:
+        args.files = [*args.files, *rest]
+    return args
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m ecgfm", description=f"ECG-FM on ECG files. {DISCLAIMER}")
+    parser = argparse.ArgumentParser(prog="ecgfm", description=f"ECG-FM on ECG files. {DISCLAIMER}")
+    parser.add_argument("--version", action="version", version=f"ecgfm {__version__}")
     commands = parser.add_subparsers(required=True, metavar="{predict,info}")
 
     def reading_options(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("files", nargs="+", metavar="FILE",
                          help="ECG files; a WFDB record's .hea and .dat together, several records at once")
         sub.add_argument("--fs", type=float, help="sampling rate in Hz, for files that do not store one")
+        sub.add_argument("--leads", type=_lead_list, metavar="I,II,...",
+                         help="the names of the files' ECG channels, in order, comma-separated "
+                              "(for files that do not name them, or name them wrongly)")
         sub.add_argument("--json", action="store_true", help="one JSON object per record, one per line")
 
     predict = commands.add_parser("predict", help="ECG-FM's probabilities of 17 findings per record")
     reading_options(predict)
     predict.add_argument("--csv", action="store_true", help="CSV: a row per record, then one per 5 s segment")
-    predict.add_argument("--checkpoint", default="finetuned",
-                         help="'finetuned' (Hugging Face Hub cache, or ECGFM_CHECKPOINT) or a .pt path")
-    predict.add_argument("--embedding", nargs="?", const="pretrained", metavar="CHECKPOINT",
-                         help="add ECG-FM's embedding from the pretrained encoder ('pretrained' or a .pt path)")
+    predict.add_argument("--checkpoint", default="finetuned", metavar="PATH",
+                         help="the finetuned classifier: 'finetuned' (Hugging Face Hub cache, or "
+                              "ECGFM_CHECKPOINT) or a .pt path")
+    predict.add_argument("--embedding", action="store_true",
+                         help="add ECG-FM's 768-d embedding, from the pretrained encoder (see --encoder)")
+    predict.add_argument("--encoder", default=None, metavar="PATH",
+                         help="the pretrained encoder for --embedding: 'pretrained' (default; Hugging Face "
+                              "Hub cache, or ECGFM_PRETRAINED_CHECKPOINT) or a .pt path")
     predict.add_argument("--start", type=float, default=0.0, help="window start in seconds (default 0)")
     predict.add_argument("--duration", type=float, default=10.0, help="window length in seconds (default 10)")
     predict.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    predict.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                         help="fp32 (default, the reference); bf16: faster on a CPU with bfloat16 "
-                              "instructions, approximate; fp16: the same on CUDA")
+    # No argparse `choices`: the list lives beside torch (ecgfm.model), and load_model's own check
+    # names the valid values in one sentence.
+    predict.add_argument("--precision", default="fp32", metavar="{fp32,bf16,fp16}", help=PRECISION_HELP)
     predict.set_defaults(run=_predict)
 
     info = commands.add_parser("info", help="what was read: leads, sampling rate, duration, units, warnings")
@@ -62,40 +136,115 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _read(args: argparse.Namespace):
-    from .io import read_ecgs
-    return read_ecgs(args.files, fs=args.fs)
+def _read(args: argparse.Namespace, **window) -> list:
+    """Every record in input order: an ECGRecord, or the ECGReadError that says why it could not be read.
+
+    Each failure is printed on stderr at once; failures of the whole call (no file, a bad --fs,
+    --leads or window) raise.
+    """
+    from . import io
+
+    entries = io.read_ecgs(args.files, fs=args.fs, leads=args.leads, errors="return", **window)
+    for entry in entries:
+        if isinstance(entry, ECGReadError):
+            _error(entry)
+    return entries
+
+
+def _failure_line(error: ECGReadError) -> str:
+    """The `--json` line standing in for a record that could not be read."""
+    message = _message(error)
+    name = message.split(": ", 1)[0] if ": " in message else None
+    return json.dumps({"file": name, "error": message})
+
+
+def _exit_status(entries: list) -> int:
+    return 2 if any(isinstance(entry, ECGReadError) for entry in entries) else 0
 
 
 def _predict(args: argparse.Namespace) -> int:
     if args.json and args.csv:
         raise ECGFMError("choose one output format: --json or --csv.")
-    records = _read(args)
-    from . import load_model
-    from .predict import predict, write_csv
-
-    model = load_model(args.checkpoint, device=args.device, precision=args.precision)
-    embedder = load_model(args.embedding, device=args.device, precision=args.precision) if args.embedding else None
-    results = predict(model, records, embedder=embedder, start_s=args.start, duration_s=args.duration)
-    if args.json:
-        for result in results:
-            print(json.dumps(result.to_dict()))
-    elif args.csv:
+    if args.encoder is not None and not args.embedding:
+        raise ECGFMError("--encoder names the encoder used by --embedding; add --embedding to get embeddings.")
+    # The reader cuts the window, so a long recording is never read whole; the records it returns
+    # know where they start (record.start_s), so segment times stay in recording time.
+    entries = _read(args, start_s=args.start, duration_s=args.duration)
+    records = [entry for entry in entries if not isinstance(entry, ECGReadError)]
+    results = iter(_analyse(args, records) if records else [])
+    if args.csv:
+        from .predict import write_csv
         write_csv([result.to_dict() for result in results], sys.stdout)
-    else:
-        for result in results:
-            _print_prediction(result)
+        return _exit_status(entries)
+    for entry in entries:
+        if isinstance(entry, ECGReadError):
+            if args.json:
+                print(_failure_line(entry))
+        elif args.json:
+            print(json.dumps(next(results).to_dict()))
+        else:
+            _print_prediction(next(results))
+    if not args.json and records:
         print(DISCLAIMER)
-    return 0
+    return _exit_status(entries)
+
+
+def _analyse(args: argparse.Namespace, records: list) -> list:
+    from .predict import predict
+
+    model = _load(args, args.checkpoint, "finetuned")
+    if model.head is None:
+        raise ECGFMError(f"--checkpoint {args.checkpoint} is a pretrained encoder, which gives no findings; "
+                         "give the finetuned classifier (--checkpoint finetuned, or its .pt file).")
+    embedder = None
+    if args.embedding:
+        embedder = _load(args, args.encoder or "pretrained", "pretrained")
+        if embedder.head is not None:
+            raise ECGFMError(f"--encoder {args.encoder or 'pretrained'} is the finetuned classifier; "
+                             "ECG-FM's embeddings come from the pretrained encoder (--encoder pretrained, "
+                             "or its .pt file).")
+    # start 0: each record already is the window, placed in the recording by its start_s.
+    return predict(model, records, embedder=embedder, start_s=0.0, duration_s=args.duration)
+
+
+def _load(args: argparse.Namespace, checkpoint: str, role: str):
+    """load_model, with missing weights explained in terms of this command's options."""
+    from . import load_model
+    from .hub import CHECKPOINT_ENV, CHECKPOINT_FILES, REPO_ID
+
+    try:
+        return load_model(checkpoint, device=args.device, precision=args.precision)
+    except WeightsUnavailableError as error:
+        what, option = ROLES[role]
+        # The hub's reason, without its advice (which names --checkpoint whatever the model is for).
+        reason = re.split(r"[.;] [Dd]ownload\b", str(error), maxsplit=1)[0].rstrip(". ")
+        env = f" (or {CHECKPOINT_ENV[role]}=PATH)" if str(checkpoint) == role else ""
+        raise WeightsUnavailableError(
+            f"{reason}, so {what} was not found; download {CHECKPOINT_FILES[role]} from "
+            f"https://huggingface.co/{REPO_ID} and give its file with {option} PATH{env}.") from None
 
 
 def _print_prediction(result) -> None:
+    adequacy = result.adequacy
+    if result.probabilities is None:  # unusable input: the model was not run on it
+        print(result.name)
+        print(f"  not analysed: {'; '.join(adequacy.reasons) or 'the input cannot be read by the model'}")
+        for warning in result.warnings:
+            print(f"  note: {warning}")
+        print()
+        return
     span = f"{result.segments[0].start_s:.1f}–{result.segments[-1].end_s:.1f} s"
     print(f"{result.name}  ({len(result.segments)} segment(s), {span})")
+    if adequacy.level == "complete":
+        print("  input: complete 12-lead")
+    else:
+        print(f"  input: {adequacy.level} — {'; '.join(adequacy.reasons)}")
     width = max(len(label.name) for label in LABELS)
     print(f"  {'finding':<{width}}  probability  prevalence")
     for label in sorted(LABELS, key=lambda lab: -result.probabilities[lab.name]):
         print(f"  {label.name:<{width}}  {result.probabilities[label.name]:11.3f}  {label.prevalence_pct:9.2f}%")
+    if result.embedding is not None:
+        print(f"  embedding: {len(result.embedding)} values (--json gives them)")
     for warning in result.warnings:
         print(f"  note: {warning}")
     provenance = result.provenance
@@ -105,16 +254,23 @@ def _print_prediction(result) -> None:
 
 
 def _info(args: argparse.Namespace) -> int:
-    for record in _read(args):
-        if args.json:
-            print(json.dumps(record.summary()))
+    entries = _read(args)
+    for entry in entries:
+        if isinstance(entry, ECGReadError):
+            if args.json:
+                print(_failure_line(entry))
+        elif args.json:
+            print(json.dumps(entry.summary()))
         else:
-            print(f"{record.name}: {record.format}, {len(record.leads)} leads ({', '.join(record.leads)}), "
-                  f"{record.fs:g} Hz, {record.total_duration_s:.2f} s, stored in {record.units}")
+            record = entry
+            leads = f"{len(record.leads)} leads ({', '.join(record.leads)})" if record.leads else "no standard lead"
+            extra = f", other leads kept aside: {', '.join(record.extra_leads)}" if record.extra_leads else ""
+            print(f"{record.name}: {record.format}, {leads}{extra}, {record.fs:g} Hz, "
+                  f"{record.total_duration_s:.2f} s, stored in {record.units}")
             for warning in record.warnings:
                 print(f"  note: {warning}")
-    return 0
+    return _exit_status(entries)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli()
