@@ -585,7 +585,10 @@ def build_ui() -> gr.Blocks:
                   api_visibility="private")
         demo.unload(_release_session)
 
-        # Script endpoints: the same inputs, one output each; no page element triggers them.
+        # Script endpoints: the same inputs, one output each; no page element triggers them. The
+        # numbers arrive as text, so that "abc" or -3 gets our sentence, not a validation error.
+        inputs = [files, gr.Textbox(label="sampling_rate_hz", visible=False),
+                  gr.Textbox(label="start_s", value="0", visible=False), leads]
         predicted = gr.JSON(label="prediction", visible=False)
         read = gr.JSON(label="reading", visible=False)
         gr.Button(visible=False).click(api_predict, inputs, predicted, api_name="predict",

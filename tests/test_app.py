@@ -228,7 +228,7 @@ def test_two_records_at_once(client, files, reference_model):
         probabilities_close(record["probabilities"], expected[record["file"]]["probabilities"])
 
 
-def test_ui_downloads_are_json_and_csv(files, reference_model, tmp_path, monkeypatch):
+def test_ui_downloads_are_named_after_the_record(files, reference_model, tmp_path, monkeypatch):
     """The page's downloads (written by the same code as the page uses), checked without a browser."""
     import csv
     import importlib
@@ -236,17 +236,85 @@ def test_ui_downloads_are_json_and_csv(files, reference_model, tmp_path, monkeyp
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
     app_module = importlib.import_module("app")
     records = ecgfm.read_ecgs(files["wfdb"], duration_s=10.0)
-    predictions = [p.to_dict() for p in ecgfm.predict(reference_model, records)]
-    infos = [app_module._read_info(r, ecgfm.prepare(r)) for r in records]
-    json_path, csv_path = app_module._write_downloads(app_module._results_payload(infos, predictions))
+    entries = [(r, ecgfm.prepare(r)) for r in records]
+    predictions = dict(zip(map(id, records), ecgfm.predict(reference_model, records)))
+    folder = app_module._results_dir()
+    json_path, csv_path = app_module._write_downloads(app_module._payload(entries, predictions), folder)
     assert Path(json_path).parent.parent == tmp_path.resolve()  # in Gradio's cache, swept by delete_cache
+    assert (Path(json_path).name, Path(csv_path).name) == ("rec12s-ecgfm.json", "rec12s-ecgfm.csv")
     payload = json.loads(Path(json_path).read_text())
-    assert payload["records"][0]["probabilities"] == predictions[0]["probabilities"]
+    expected = predictions[id(records[0])]
+    assert payload["records"][0]["probabilities"] == expected.probabilities
     assert "not a medical device" in payload["disclaimer"] and payload["records"][0]["read"]["fs"] == 500
+    assert payload["records"][0]["input_adequacy"] == {"level": "complete", "reasons": []}
     rows = list(csv.DictReader(open(csv_path, newline="")))
     assert [r["scope"] for r in rows] == ["record", "segment", "segment"]
-    assert float(rows[0]["Sinus rhythm"]) == pytest.approx(predictions[0]["probabilities"]["Sinus rhythm"])
+    assert float(rows[0]["Sinus rhythm"]) == pytest.approx(expected.probabilities["Sinus rhythm"])
     assert (rows[2]["start_s"], rows[2]["end_s"]) == ("5.0", "10.0")
+    assert rows[0]["input_adequacy"] == "complete" and rows[0]["model_sha256"] == reference_model.provenance["sha256"]
+    assert int(rows[0]["warnings"]) == len(expected.warnings)
+
+
+def test_uploads_of_the_page_stay_while_used_and_go_when_closed(tmp_path, monkeypatch):
+    import importlib
+    from types import SimpleNamespace
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    app_module = importlib.import_module("app")
+    folder = Path(app_module._upload_dir()) / "upload-a"
+    folder.mkdir(parents=True)
+    kept, closed = folder / "kept.csv", folder / "closed.csv"
+    kept.write_text("1"), closed.write_text("1")
+    monkeypatch.setattr(app_module, "UPLOAD_GRACE_S", 0.2)
+    app_module._keep([str(kept)], 1.5, session="page-1")
+    app_module._keep([str(closed)], 1.5, session="page-2")
+    time.sleep(0.6)
+    app_module._keep([str(kept)], 1.5, session="page-1")  # re-analysed: its idle time starts again
+    app_module._release_session(SimpleNamespace(session_hash="page-2"))  # that page was closed
+    time.sleep(0.6)
+    assert kept.exists() and not closed.exists()
+    time.sleep(1.3)
+    assert not kept.exists() and not folder.exists()
+
+
+def test_one_bad_file_does_not_sink_the_others(client, files, reference_model, tmp_path):
+    garbage = tmp_path / "garbage.xml"
+    garbage.write_bytes(os.urandom(2048))
+    paths = [garbage, *files["wfdb"]]
+    result = client.predict([handle_file(str(p)) for p in paths], api_name="/predict")
+    failed, good = result["records"]
+    assert failed["file"] == "garbage.xml" and failed["error"].startswith("garbage.xml: ")
+    assert "probabilities" not in failed
+    expected = ecgfm.predict(reference_model, ecgfm.read_ecgs(files["wfdb"]))[0]
+    probabilities_close(good["probabilities"], expected.probabilities)
+    read = client.predict([handle_file(str(p)) for p in paths], api_name="/read")
+    assert [r["file"] for r in read["records"]] == ["garbage.xml", "rec12s.hea"] and "error" in read["records"][0]
+
+
+def test_inadequate_input_is_judged_before_findings(client, tmp_path):
+    one_lead = tmp_path / "one_lead.csv"
+    np.savetxt(one_lead, synthetic_ecg(10, 250)[:, 1], fmt="%.4f")
+    flat = tmp_path / "flat.csv"
+    np.savetxt(flat, np.full((2500, 12), 0.3), delimiter=",", fmt="%.4f", header=",".join(LEADS), comments="")
+    (limited,) = client.predict([handle_file(str(one_lead))], 250, 0, ["II"], api_name="/predict")["records"]
+    assert limited["input_adequacy"]["level"] == "limited" and limited["probabilities"]
+    assert limited["read"]["leads"][:1] == ["II"] and "11 of 12 leads" in limited["input_adequacy"]["reasons"][0]
+    (unusable,) = client.predict([handle_file(str(flat))], 250, api_name="/predict")["records"]
+    assert unusable["input_adequacy"]["level"] == "unusable" and unusable["probabilities"] is None
+    assert unusable["segments"] == [] and "flat" in unusable["input_adequacy"]["reasons"][0]
+
+
+def test_report_endpoint_gives_a_pdf_named_after_the_record(client, files):
+    (pdf,) = client.predict([handle_file(str(p)) for p in files["wfdb"]], api_name="/report")
+    assert Path(pdf).name == "rec12s-report.pdf" and Path(pdf).read_bytes()[:5] == b"%PDF-"
+
+
+@pytest.mark.parametrize("fs, start, expected", [("abc", 0, "must be numbers"), (None, -3, "0 s or later")])
+def test_bad_numbers_are_one_sentence(app, client, files, fs, start, expected):
+    with pytest.raises(Exception, match=expected):
+        client.predict([handle_file(str(p)) for p in files["wfdb"]], fs, start, api_name="/predict")
+    log = (Path(app[1]).parent / "app.log").read_text()
+    assert "Traceback" not in log
 
 
 def test_read_says_what_was_read(client, files):
