@@ -122,6 +122,8 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--encoder", default=None, metavar="PATH",
                          help="the pretrained encoder for --embedding: 'pretrained' (default; Hugging Face "
                               "Hub cache, or ECGFM_PRETRAINED_CHECKPOINT) or a .pt path")
+    predict.add_argument("--report", metavar="DIR",
+                         help="also write each record's one-page PDF report and its ECG (PNG) into DIR")
     predict.add_argument("--start", type=float, default=0.0, help="window start in seconds (default 0)")
     predict.add_argument("--duration", type=float, default=10.0, help="window length in seconds (default 10)")
     predict.add_argument("--device", help="cpu or cuda (default: cuda when available)")
@@ -171,7 +173,10 @@ def _predict(args: argparse.Namespace) -> int:
     # know where they start (record.start_s), so segment times stay in recording time.
     entries = _read(args, start_s=args.start, duration_s=args.duration)
     records = [entry for entry in entries if not isinstance(entry, ECGReadError)]
-    results = iter(_analyse(args, records) if records else [])
+    analysed = _analyse(args, records) if records else []
+    if args.report:
+        _write_reports(args.report, records, analysed)
+    results = iter(analysed)
     if args.csv:
         from .predict import write_csv
         write_csv([result.to_dict() for result in results], sys.stdout)
@@ -187,6 +192,23 @@ def _predict(args: argparse.Namespace) -> int:
     if not args.json and records:
         print(DISCLAIMER)
     return _exit_status(entries)
+
+
+def _write_reports(folder: str, records: list, results: list) -> None:
+    """Each record's PDF report and ECG, named after the record, as the app's downloads are."""
+    from pathlib import Path
+
+    from . import report as reports
+    from .plot import figure_to_png, plot_ecg
+    from .preprocess import prepare
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    for record, result in zip(records, results):
+        prepared = prepare(record)
+        stem = reports.file_stem(record.name)
+        (out / f"{stem}-report.pdf").write_bytes(reports.to_pdf(reports.build(record, prepared, result)))
+        (out / f"{stem}-ecg.png").write_bytes(figure_to_png(plot_ecg(record, lead_status=prepared.lead_status)))
 
 
 def _analyse(args: argparse.Namespace, records: list) -> list:

@@ -116,8 +116,11 @@ def prepare(record: ECGRecord) -> PreparedECG:
     if bad:
         return _unusable(record, warnings, f"{_plural(bad, 'lead', 'leads')} still contain"
                                            f"{'s' if len(bad) == 1 else ''} missing (NaN) or infinite samples")
+    whole = record.start_s == 0 and record.duration_s >= record.total_duration_s - 1 / record.fs
+    span = ("the recording" if whole else
+            f"the window analysed ({record.start_s:.1f}–{record.start_s + record.duration_s:.1f} s)")
     if record.duration_s < MIN_DURATION_S:
-        return _unusable(record, warnings, f"the recording lasts {record.duration_s:.2f} s; at least "
+        return _unusable(record, warnings, f"{span} lasts {record.duration_s:.2f} s; at least "
                                            f"{MIN_DURATION_S:g} s is needed")
 
     lead_status = {}
@@ -173,10 +176,9 @@ def prepare(record: ECGRecord) -> PreparedECG:
         tail_s = (n_res % SEGMENT_SAMPLES) / SAMPLE_RATE
         if tail_s > TAIL_WARNING_S:
             covered = len(inps) * SEGMENT_SECONDS
-            warnings.append(f"ECG-FM reads whole 5 s segments: the last {tail_s:.1f} s of the "
-                            f"{record.duration_s:.1f} s recording "
-                            f"({start + covered:.1f}–{start + record.duration_s:.1f} s) "
-                            "was not analysed.")
+            warnings.append(f"ECG-FM reads whole 5 s segments: the last {tail_s:.1f} s of "
+                            + (f"the {record.duration_s:.1f} s recording " if whole else f"{span} ")
+                            + f"({start + covered:.1f}–{start + record.duration_s:.1f} s) was not analysed.")
 
     segments = np.stack([inp.signal for inp in inps]).astype(np.float32)
     if not np.isfinite(segments).all():  # cannot happen after the checks above; never feed NaN

@@ -397,3 +397,15 @@ def test_nothing_the_cli_prints_speaks_of_uploads(files, capsys, tmp_path):
         code, out, err = run_cli(capsys, *case)
         assert code == 2 and err.startswith("error: "), (case, err)
         assert "upload" not in (out + err).lower(), (case, err)
+
+
+def test_report_writes_a_pdf_and_png_per_record_named_after_it(files, capsys, tmp_path):
+    out = tmp_path / "reports"
+    code, _, err = run_cli(capsys, "predict", *files["first"], *files["second"], "--checkpoint",
+                           files["checkpoint"], "--report", out)
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["first-ecg.png", "first-report.pdf",
+                                                     "second-ecg.png", "second-report.pdf"]
+    pdf = (out / "first-report.pdf").read_bytes()
+    assert pdf.startswith(b"%PDF-") and b"/Count 1" in pdf  # one page
+    assert (out / "second-ecg.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -735,10 +735,7 @@ def _finalize(raw: RawRecord, fname: str, fs_given, start_s, duration_s, is_wfdb
     record = _ordered(complete_limb_leads(_ordered(record)))
 
     # 8. Plausibility.
-    if 0 < stored < 3:
-        record.warnings.append(f"The file holds {stored} ECG {_plural(stored, 'lead', 'leads')}; "
-                               "ECG-FM was trained on 12-lead ECGs, so results on fewer leads are "
-                               "less reliable.")
+    # Fewer leads than 12 is said once, by the input adequacy of the result (preprocess/adequacy).
     _check_amplitude(record)
     return record
 
