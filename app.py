@@ -55,6 +55,9 @@ MAX_BATCH_RECORDS = 8  # concurrent requests share a forward pass up to this man
 CONCURRENT_REQUESTS = 8  # requests being read and prepared at once; their forwards are batched
 UPLOAD_GRACE_S = float(os.environ.get("ECGFM_UPLOAD_GRACE_S", "10"))  # scripts' files live this long after use
 PAGE_IDLE_S = float(os.environ.get("ECGFM_PAGE_IDLE_S", "600"))  # the page's files, after their last use
+# Gradio's upload parser leaves a temporary file (tmpXXXX) in the upload folder beside each upload it
+# stores; one untouched this long belongs to no upload in progress.
+ORPHAN_AGE_S = float(os.environ.get("ECGFM_ORPHAN_AGE_S", "120"))
 RETRY_LOAD_AFTER_S = 60.0  # a failed load (no network ...) is tried again at most this often
 MAX_REPORTS = 8  # PDF reports made per page analysis (each takes about a second)
 
@@ -132,7 +135,7 @@ _USE_LOCK = threading.Lock()
 
 # --- uploads in, results out ---------------------------------------------------------------------
 
-_LAST_USE: dict[Path, tuple[float, float]] = {}  # upload path -> (last use, how long to keep it after)
+_LAST_USE: dict[Path, tuple[float, float, float]] = {}  # upload -> (last use, keep for, last use wall clock)
 _SESSION_FILES: dict[str, set[Path]] = {}  # page session -> the uploads it used
 _USE_LOCK = threading.Lock()
 
@@ -175,11 +178,11 @@ def _keep(paths: list[str], keep_s: float, session: str | None = None) -> None:
     Gradio stores identical uploads at one path, so two people sending the same file share it:
     deleting it the moment one request is done would pull it from under the other.
     """
-    now = time.monotonic()
+    now, wall = time.monotonic(), time.time()
     resolved = [Path(name).resolve() for name in paths]
     with _USE_LOCK:
         for path in resolved:
-            _LAST_USE[path] = (now, keep_s)
+            _LAST_USE[path] = (now, keep_s, wall)
         if session:
             _SESSION_FILES.setdefault(session, set()).update(resolved)
     timer = threading.Timer(keep_s, _delete_unused, [resolved])
@@ -207,9 +210,23 @@ def _delete_unused(paths: list[Path]) -> None:
         if root not in path.parents or _is_example_copy(path):
             continue  # an example, or anything else that is not an upload of ours
         try:
+            if path.stat().st_mtime > last[2]:
+                continue  # stored again by a newer upload of the same bytes, not yet used: its request deletes it
             path.unlink(missing_ok=True)
             if path.parent != root and not any(path.parent.iterdir()):
                 path.parent.rmdir()
+        except OSError:
+            pass
+    _delete_orphans(root)
+
+
+def _delete_orphans(root: Path) -> None:
+    """The upload parser's leftover temporary files, once no upload can still be writing them."""
+    cutoff = time.time() - ORPHAN_AGE_S
+    for leftover in root.glob("tmp*"):
+        try:
+            if leftover.is_file() and leftover.stat().st_mtime < cutoff:
+                leftover.unlink()
         except OSError:
             pass
 
@@ -442,11 +459,14 @@ def _page_html(made: list[reports.Report], folder: Path) -> str:
 
     cards = []
     for i, report in enumerate(made):
-        png = None
+        png, url = None, None
         if report.record is not None:
-            png = figure_to_png(ecgfm.plot_ecg(report.record, lead_status=report.lead_status), dpi=130)
-            (folder / f"{reports.file_stem(report.name)}-ecg.png").write_bytes(png)
-        cards.append(reports.to_html(report, anchor=f"ecgfm-record-{i + 1}", png=png))
+            png = figure_to_png(ecgfm.plot_ecg(report.record, lead_status=report.lead_status), dpi=160)
+            path = folder / f"{reports.file_stem(report.name)}-ecg.png"
+            path.write_bytes(png)
+            url = f"gradio_api/file={path}"  # relative: works under any root path
+        cards.append(reports.to_html(report, anchor=f"ecgfm-record-{i + 1}", png=png, png_url=url,
+                                     overview_png=reports.overview_png(report)))
     nav = ""
     if len(made) > 1:
         nav = ('<nav class="records"><b>Records:</b> ' + "".join(
@@ -470,6 +490,7 @@ def ui_analyse(files, sampling_rate_hz, start_s, leads, request: gr.Request = No
     try:
         entries = _read(files, sampling_rate_hz, start_s, leads, keep_s=PAGE_IDLE_S, session=session)
         made, predictions = _reports(entries)
+        _add_overviews(made, files, sampling_rate_hz, leads)
         folder = _results_dir()
         page = _page_html(made, folder)
         downloads = _write_downloads(_payload(entries, predictions), folder) + _pdfs(made, folder)
@@ -489,6 +510,22 @@ def ui_analyse(files, sampling_rate_hz, start_s, leads, request: gr.Request = No
                  f"{PAGE_IDLE_S / 60:.0f} minutes after their last use, or seconds after the page is closed.")
     return (page, gr.update(value=downloads, visible=True), _provenance_md(provenance),
             _message_html(summary, "error" if failed == len(made) else "info"))
+
+
+def _add_overviews(made: list[reports.Report], files, fs, leads) -> None:
+    """The whole recording beside each record longer than its window, for the overview strip.
+
+    Read again without a window; a recording too long to read whole simply has no overview.
+    """
+    longer = {r.name for r in made if r.record is not None
+              and r.record.total_duration_s > r.record.duration_s + 0.5}
+    if not longer:
+        return
+    fs, _, leads = _options(fs, 0, leads)
+    whole = ecgfm.read_ecgs(_paths(files), fs=fs, leads=leads, errors="return")
+    by_name = {r.name: r for r in whole if not isinstance(r, Exception) and r.name in longer}
+    for report in made:
+        report.overview = by_name.get(report.name)
 
 
 def _shift_window(start_s, step_s: float):
@@ -527,6 +564,21 @@ THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "Segoe UI", "Roboto",
 CSS = (HERE / "app.css").read_text(encoding="utf-8")
 
 
+class ECGFiles(gr.File):
+    """gr.File whose example on the API page is one of our real ECGs, not Gradio's sample PDF."""
+
+    def example_payload(self):
+        from gradio_client import handle_file
+
+        return [handle_file(str(EXAMPLES_DIR / name)) for name in API_EXAMPLE]
+
+    def example_value(self):
+        return [str(EXAMPLES_DIR / name) for name in API_EXAMPLE]
+
+
+API_EXAMPLE = ("HR06000.hea", "HR06000.mat")
+
+
 def build_ui() -> gr.Blocks:
     with gr.Blocks(title="ECG-FM — research demo", analytics_enabled=False,
                    delete_cache=(300, 900)) as demo:
@@ -537,7 +589,7 @@ def build_ui() -> gr.Blocks:
         banner = gr.HTML(model_banner())
         with gr.Row(equal_height=False):
             with gr.Column(scale=3):
-                files = gr.File(label="ECG files (several records at once; a WFDB record needs both "
+                files = ECGFiles(label="ECG files (several records at once; a WFDB record needs both "
                                       "its .hea and .dat)", file_count="multiple", height=220)
             with gr.Column(scale=2):
                 fs = gr.Number(label="Sampling rate (Hz)", value=0, minimum=0,

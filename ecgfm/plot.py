@@ -69,6 +69,8 @@ def _statuses(record: ECGRecord, lead_status: dict[str, str] | None) -> dict[str
 
 
 def _label(lead: str, status: str) -> tuple[str, str]:
+    if lead not in STANDARD_LEADS:
+        return f"{lead} (not used by ECG-FM)", MUTED
     if status == "derived":
         return f"{lead} (derived)", DERIVED
     if status == "zero-filled":
@@ -279,3 +281,47 @@ def figure_to_png(fig: "Figure", dpi: int = 150) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, facecolor=fig.get_facecolor())
     return buf.getvalue()
+
+
+OVERVIEW_COLUMNS = 1200  # min/max pairs drawn across the strip: enough for the eye, bounded for any length
+
+
+def plot_overview(record: ECGRecord, window_s: tuple[float, float]) -> "Figure":
+    """The whole recording as one compressed strip, with the analysed window shaded.
+
+    For long recordings (Holter, monitoring): where the 10 s on the paper sit in the hours around
+    them. The trace is each column's minimum and maximum, so no beat vanishes in decimation.
+    """
+    from matplotlib.figure import Figure
+
+    lead = next((lead for lead in RHYTHM_CHOICES if lead in record.leads and lead not in record.zero_leads),
+                record.leads[0] if record.leads else next(iter(record.extra_leads), None))
+    row = (record.signal[record.leads.index(lead)] if lead in record.leads
+           else record.extra_leads.get(lead, np.zeros(0)))
+    fig = Figure(figsize=(10.5, 1.3), facecolor="white")
+    ax = fig.add_axes((0.04, 0.3, 0.94, 0.55))
+    total = record.duration_s
+    if row.size:
+        columns = min(OVERVIEW_COLUMNS, row.size)
+        edges = np.linspace(0, row.size, columns + 1).astype(int)
+        lows = np.minimum.reduceat(row, edges[:-1])
+        highs = np.maximum.reduceat(row, edges[:-1])
+        t = record.start_s + edges[:-1] / record.fs
+        ax.fill_between(t, lows, highs, color=TRACE, linewidth=0.4, step="post")
+    start, end = window_s
+    ax.axvspan(start, end, facecolor="#f0a830", alpha=0.6, edgecolor="#b3261e", linewidth=1.2, gid="window")
+    ax.set_xlim(record.start_s, record.start_s + total)
+    ax.set_yticks([])
+    minutes = total > 180
+    unit = 60.0 if minutes else 1.0
+    step = next(s for s in (1, 2, 5, 10, 15, 30, 60, 120, 240, 480) if total / unit / s <= 10) * unit
+    ticks = np.arange(np.ceil(record.start_s / step) * step, record.start_s + total + 1e-9, step)
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([f"{v / unit:g} {'min' if minutes else 's'}" for v in ticks], fontsize=7)
+    ax.set_title(f"Whole recording ({total / 60:.1f} min, lead {lead}); shaded: the {end - start:.0f} s "
+                 f"analysed ({start:.1f}–{end:.1f} s)" if minutes else
+                 f"Whole recording ({total:.1f} s, lead {lead}); shaded: the {end - start:.1f} s analysed "
+                 f"({start:.1f}–{end:.1f} s)", fontsize=8, loc="left")
+    for side in ("top", "right", "left"):
+        ax.spines[side].set_visible(False)
+    return fig

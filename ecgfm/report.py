@@ -54,6 +54,7 @@ class Report:
     warnings: list[str] = field(default_factory=list)
     provenance: list[tuple[str, str]] = field(default_factory=list)
     error: str | None = None  # the file could not be read at all
+    overview: ECGRecord | None = None  # the whole recording, when it is longer than the window analysed
 
     @property
     def headline(self) -> str:
@@ -162,6 +163,16 @@ def ecg_png(report: Report, dpi: int = 130) -> bytes | None:
     return figure_to_png(plot_ecg(report.record, lead_status=report.lead_status), dpi=dpi)
 
 
+def overview_png(report: Report, dpi: int = 110) -> bytes | None:
+    """The whole recording with the analysed window shaded, when there is more than the window."""
+    if report.overview is None or report.record is None:
+        return None
+    from .plot import figure_to_png, plot_overview
+
+    window = (report.record.start_s, report.record.start_s + report.record.duration_s)
+    return figure_to_png(plot_overview(report.overview, window), dpi=dpi)
+
+
 # --- HTML ----------------------------------------------------------------------------------------
 
 def _e(value) -> str:
@@ -174,9 +185,11 @@ def _level(report: Report) -> str:
     return report.adequacy.level if report.adequacy else "none"
 
 
-def to_html(report: Report, anchor: str, png: bytes | None = None) -> str:
+def to_html(report: Report, anchor: str, png: bytes | None = None, png_url: str | None = None,
+            overview_png: bytes | None = None) -> str:
     """One record's card. Class names carry the meaning (level-limited, finding rows ...); colours
-    come from the page's stylesheet, which follows the light or dark theme."""
+    come from the page's stylesheet, which follows the light or dark theme. `png_url`, where the
+    ECG image is served, lets a click open it full size (browsers refuse to open data: links)."""
     level = _level(report)
     parts = [f'<section class="record level-{level}" id="{_e(anchor)}"><h2>{_e(report.name)}</h2>']
     if report.headline:
@@ -185,9 +198,17 @@ def to_html(report: Report, anchor: str, png: bytes | None = None) -> str:
         return "".join(parts) + "</section>"
     if png:
         data = base64.b64encode(png).decode("ascii")
-        parts.append(f'<h3>ECG</h3><a class="ecg-link" href="data:image/png;base64,{data}" target="_blank" '
-                     f'rel="noopener" title="Open the ECG full size"><img class="ecg" alt="ECG of '
-                     f'{_e(report.name)}, 25 mm/s, 10 mm/mV" src="data:image/png;base64,{data}"></a>')
+        image = (f'<img class="ecg" alt="ECG of {_e(report.name)}, 25 mm/s, 10 mm/mV" '
+                 f'src="data:image/png;base64,{data}">')
+        if png_url:
+            image = (f'<a class="ecg-link" href="{_e(png_url)}" target="_blank" rel="noopener" '
+                     f'title="Open the ECG full size, to zoom">{image}</a><p class="note">Click the ECG to '
+                     'open it full size and zoom.</p>')
+        parts.append(f"<h3>ECG</h3>{image}")
+    if overview_png:
+        data = base64.b64encode(overview_png).decode("ascii")
+        parts.append(f'<img class="overview" alt="The whole recording, with the analysed window shaded" '
+                     f'src="data:image/png;base64,{data}">')
     parts.append("<h3>Findings</h3>")
     if report.findings:
         parts.append(_findings_html(report))

@@ -58,7 +58,8 @@ def running_app(tmp: Path, **env: str):
     full_env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
                 "GRADIO_TEMP_DIR": str(uploads), "GRADIO_ANALYTICS_ENABLED": "False",
                 "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp / "hf-cache"),
-                "ECGFM_CACHE": str(tmp / "ecgfm-cache"), "ECGFM_UPLOAD_GRACE_S": "1", "PYTHONUNBUFFERED": "1",
+                "ECGFM_CACHE": str(tmp / "ecgfm-cache"), "ECGFM_UPLOAD_GRACE_S": "1", "ECGFM_ORPHAN_AGE_S": "1",
+                "PYTHONUNBUFFERED": "1",
                 **env}
     if "ECGFM_CHECKPOINT" not in env:
         full_env.pop("ECGFM_CHECKPOINT", None)
@@ -371,6 +372,12 @@ def test_uploads_are_deleted_after_use(app, client, files):
         time.sleep(0.2)
     for name in names:
         assert name not in left, left
+    time.sleep(1.5)  # the parser's temporary files, once old enough, go with the next deletion
+    client.predict([handle_file(str(p)) for p in files["wfdb"]], api_name="/read")
+    deadline = time.monotonic() + 10
+    while [p for p in uploads.glob("tmp*")] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [p.name for p in uploads.glob("tmp*")]
 
 
 def test_two_people_sending_the_same_file_at_once_both_get_results(app, files):
