@@ -564,19 +564,22 @@ THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "Segoe UI", "Roboto",
 CSS = (HERE / "app.css").read_text(encoding="utf-8")
 
 
-class ECGFiles(gr.File):
-    """gr.File whose example on the API page is one of our real ECGs, not Gradio's sample PDF."""
-
-    def example_payload(self):
-        from gradio_client import handle_file
-
-        return [handle_file(str(EXAMPLES_DIR / name)) for name in API_EXAMPLE]
-
-    def example_value(self):
-        return [str(EXAMPLES_DIR / name) for name in API_EXAMPLE]
+API_EXAMPLE = ("HR06000.hea", "HR06000.mat")  # on the API page, in place of Gradio's sample PDF
 
 
-API_EXAMPLE = ("HR06000.hea", "HR06000.mat")
+def _with_example(component, payload, value=None):
+    """The API page shows each input's example; make it a real one, not Gradio's sample PDF or
+    "Hello!!". (Set on the instance: a component subclass would make Gradio write a type stub.)"""
+    component.example_payload = lambda: payload
+    component.example_value = lambda: payload if value is None else value
+    return component
+
+
+def _real_ecg_example(component: gr.File) -> gr.File:
+    from gradio_client import handle_file
+
+    return _with_example(component, [handle_file(str(EXAMPLES_DIR / name)) for name in API_EXAMPLE],
+                         [str(EXAMPLES_DIR / name) for name in API_EXAMPLE])
 
 
 def build_ui() -> gr.Blocks:
@@ -589,8 +592,9 @@ def build_ui() -> gr.Blocks:
         banner = gr.HTML(model_banner())
         with gr.Row(equal_height=False):
             with gr.Column(scale=3):
-                files = ECGFiles(label="ECG files (several records at once; a WFDB record needs both "
-                                      "its .hea and .dat)", file_count="multiple", height=220)
+                files = _real_ecg_example(gr.File(label="ECG files (several records at once; a WFDB record "
+                                                         "needs both its .hea and .dat)", file_count="multiple",
+                                                   height=220))
             with gr.Column(scale=2):
                 fs = gr.Number(label="Sampling rate (Hz)", value=0, minimum=0,
                                info="Only for files that do not store one (e.g. plain CSV); "
@@ -639,8 +643,10 @@ def build_ui() -> gr.Blocks:
 
         # Script endpoints: the same inputs, one output each; no page element triggers them. The
         # numbers arrive as text, so that "abc" or -3 gets our sentence, not a validation error.
-        inputs = [files, gr.Textbox(label="sampling_rate_hz", visible=False),
-                  gr.Textbox(label="start_s", value="0", visible=False), leads]
+        inputs = [files, _with_example(gr.Textbox(label="sampling_rate_hz", visible=False), "500"),
+                  _with_example(gr.Textbox(label="start_s", value="0", visible=False), "0"),
+                  _with_example(gr.Dropdown(choices=list(STANDARD_LEADS), multiselect=True, value=[],
+                                            label="leads", visible=False), [])]
         predicted = gr.JSON(label="prediction", visible=False)
         read = gr.JSON(label="reading", visible=False)
         gr.Button(visible=False).click(api_predict, inputs, predicted, api_name="predict",

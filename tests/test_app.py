@@ -180,6 +180,11 @@ def test_health_and_info(app, checkpoint, reference_model):
     assert "not a medical device" in info["disclaimer"]
     # no run history kept in the browser (clinical data), no page for it
     assert get_json(f"{url}/config")["run_history"] is False
+    # the API page's examples are a real ECG and plain numbers, not Gradio's sample PDF
+    examples = {p["parameter_name"]: p["example_input"]
+                for p in get_json(f"{url}/gradio_api/info")["named_endpoints"]["/predict"]["parameters"]}
+    assert [Path(f["path"]).name for f in examples["files"]] == ["HR06000.hea", "HR06000.mat"]
+    assert (examples["sampling_rate_hz"], examples["start_s"], examples["leads"]) == ("500", "0", [])
 
 
 def test_predict_wfdb_pair_matches_the_package(client, files, reference_model):
