@@ -491,6 +491,9 @@ def ui_analyse(files, sampling_rate_hz, start_s, leads, request: gr.Request = No
         entries = _read(files, sampling_rate_hz, start_s, leads, keep_s=PAGE_IDLE_S, session=session)
         made, predictions = _reports(entries)
         _add_overviews(made, files, sampling_rate_hz, leads)
+        examples = {Path(p).name for p in _paths(files) if _is_example_copy(Path(p))}  # by content, not name
+        for report in made:
+            report.dataset_label = _dataset_label(report.name) if report.name in examples else None
         folder = _results_dir()
         page = _page_html(made, folder)
         downloads = _write_downloads(_payload(entries, predictions), folder) + _pdfs(made, folder)
@@ -544,6 +547,11 @@ def _catalog() -> list[dict]:
         return []
     entries = json.loads(path.read_text(encoding="utf-8"))
     return [entry for entry in entries if all((EXAMPLES_DIR / name).is_file() for name in entry["files"])]
+
+
+def _dataset_label(name: str) -> str | None:
+    """The label an example's source dataset gives it, for an example's own file only."""
+    return next((entry.get("dataset_label") for entry in _catalog() if name == entry["files"][0]), None)
 
 
 def _examples_table() -> str:

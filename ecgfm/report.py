@@ -55,6 +55,7 @@ class Report:
     provenance: list[tuple[str, str]] = field(default_factory=list)
     error: str | None = None  # the file could not be read at all
     overview: ECGRecord | None = None  # the whole recording, when it is longer than the window analysed
+    dataset_label: str | None = None  # what the recording's source dataset says of it, shown apart
 
     @property
     def headline(self) -> str:
@@ -209,6 +210,9 @@ def to_html(report: Report, anchor: str, png: bytes | None = None, png_url: str 
         data = base64.b64encode(overview_png).decode("ascii")
         parts.append(f'<img class="overview" alt="The whole recording, with the analysed window shaded" '
                      f'src="data:image/png;base64,{data}">')
+    if report.dataset_label:
+        parts.append(f'<div class="dataset-label"><b>Label in the dataset</b> (what the source dataset says '
+                     f'of this recording; not ECG-FM\'s output): {_e(report.dataset_label)}</div>')
     parts.append("<h3>Findings</h3>")
     if report.findings:
         parts.append(_findings_html(report))

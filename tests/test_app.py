@@ -466,3 +466,19 @@ def test_without_weights_reading_and_plotting_work_and_predict_explains(weightle
     (image,) = client.predict([handle_file(str(p)) for p in files["wfdb"]], api_name="/plot")
     assert image["caption"] == "rec12s.hea"
     assert Path(image["image"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_example_label_is_given_only_for_the_example_itself(tmp_path, monkeypatch):
+    import importlib
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    app_module = importlib.import_module("app")
+    entry = app_module._catalog()[0]
+    copy = tmp_path / "copy" / entry["files"][0]
+    copy.parent.mkdir()
+    copy.write_bytes((REPO / "examples" / entry["files"][0]).read_bytes())
+    impostor = tmp_path / "impostor" / entry["files"][0]  # a user's own file that happens to share the name
+    impostor.parent.mkdir()
+    impostor.write_bytes(copy.read_bytes() + b"# another record\n")
+    assert app_module._is_example_copy(copy) and not app_module._is_example_copy(impostor)
+    assert app_module._dataset_label(entry["files"][0]) == entry["dataset_label"]

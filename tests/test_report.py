@@ -95,3 +95,11 @@ def test_pdf_is_one_a4_landscape_page(model):
     assert b"/Count 1" in pdf
     width, height = (float(v) for v in pdf.split(b"/MediaBox [", 1)[1].split(b"]", 1)[0].split()[2:4])
     assert (width, height) == pytest.approx((297 / 25.4 * 72, 210 / 25.4 * 72), abs=0.5)
+
+
+def test_the_dataset_label_is_shown_apart_from_the_findings(model):
+    report = made(model, ecg("HR06000.hea"))
+    report.dataset_label = "Sinus rhythm (SNOMED CT 426783006)"
+    html = reports.to_html(report, "r6")
+    label = html.index('class="dataset-label"')
+    assert "not ECG-FM" in html[label:label + 300] and label < html.index('table class="findings')
