@@ -191,3 +191,19 @@ def test_threads_and_no_pyplot():
             "r = ECGRecord('x', np.zeros((1, 5000)), 500, ['II'], 't', 'mV'); "
             "figure_to_png(plot_ecg(r)); assert 'matplotlib.pyplot' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_overview_shades_exactly_the_analysed_window():
+    from ecgfm.plot import plot_overview
+
+    fs, seconds = 250.0, 600.0
+    t = np.arange(int(fs * seconds)) / fs
+    signal = np.stack([np.sin(2 * np.pi * 1.2 * t)] * 2).astype(np.float32)
+    record = ECGRecord(name="long.hea", signal=signal, fs=fs, leads=["I", "II"], format="test", units="mV")
+    fig = plot_overview(record, (120.0, 130.0))
+    (ax,) = fig.axes
+    (window,) = [p for p in ax.patches if p.get_gid() == "window"]
+    x0, x1 = window.get_x(), window.get_x() + window.get_width()
+    assert (x0, x1) == pytest.approx((120.0, 130.0))
+    assert ax.get_xlim() == pytest.approx((0.0, 600.0))
+    assert "lead II" in ax.get_title(loc="left") and "10.0 min" in ax.get_title(loc="left")

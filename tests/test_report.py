@@ -103,3 +103,21 @@ def test_the_dataset_label_is_shown_apart_from_the_findings(model):
     html = reports.to_html(report, "r6")
     label = html.index('class="dataset-label"')
     assert "not ECG-FM" in html[label:label + 300] and label < html.index('table class="findings')
+
+
+def test_a_record_with_no_standard_lead_is_drawn_but_not_judged(model):
+    base = ecg("monitor.hea", leads=["I"])
+    record = ECGRecord(name="monitor.hea", signal=np.zeros((0, base.signal.shape[1]), dtype=np.float32), fs=500.0,
+                       leads=[], format="test", units="mV", extra_leads={"MCL1": base.signal[0]})
+    report = made(model, record)
+    assert report.adequacy.level == "unusable" and "MCL1" in report.headline and report.findings == []
+    assert reports.ecg_png(report)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_long_recording_gets_an_overview_with_its_window(model):
+    whole = ecg("holter.hea", seconds=120.0, fs=250.0)
+    report = made(model, whole.window(60.0, 10.0))
+    assert reports.overview_png(report) is None  # nothing to place it in yet
+    report.overview = whole
+    assert reports.overview_png(report)[:8] == b"\x89PNG\r\n\x1a\n"
+    assert '<img class="overview"' in reports.to_html(report, "r7", overview_png=reports.overview_png(report))
