@@ -261,18 +261,6 @@ def _name_of(error: Exception) -> str:
     return str(error).split(": ", 1)[0]
 
 
-def _read_info(record, prepared) -> dict:
-    """The record's own summary, with what preparing it for the model added: one account of the leads."""
-    status = prepared.lead_status
-    return {**record.summary(), "lead_status": dict(status),
-            "zero_filled_leads": [lead for lead, s in status.items() if s == "zero-filled"],
-            "flat_leads": [lead for lead, s in status.items() if s == "flat"],
-            "unused_leads": [lead for lead in record.leads if lead not in STANDARD_LEADS] + list(record.extra_leads),
-            "input_adequacy": prepared.adequacy.to_dict(),
-            "segments": [[round(a, 3), round(b, 3)] for a, b in prepared.spans_s],
-            "warnings": list(prepared.warnings)}
-
-
 def _predict(records) -> list:
     MODEL.get()
     return MODEL.batcher(records)
@@ -286,7 +274,7 @@ def _payload(entries, predictions: dict | None) -> dict:
             records.append({"file": _name_of(entry), "error": str(entry)})
             continue
         out = predictions[id(entry)].to_dict() if predictions else {"file": entry.name}
-        out["read"] = _read_info(entry, prepared)
+        out["read"] = reports.read_summary(entry, prepared)
         records.append(out)
     return {"disclaimer": DISCLAIMER, "ecgfm_version": ecgfm.__version__, "records": records}
 
@@ -348,8 +336,8 @@ def api_read(files, sampling_rate_hz=None, start_s=0.0, leads=None) -> dict:
     entries = _read(files, sampling_rate_hz, start_s, leads)
     _all_failed(entries)
     return {"disclaimer": DISCLAIMER, "ecgfm_version": ecgfm.__version__,
-            "records": [_read_info(entry, prepared) if prepared else {"file": _name_of(entry), "error": str(entry)}
-                        for entry, prepared in entries]}
+            "records": [reports.read_summary(entry, prepared) if prepared
+                        else {"file": _name_of(entry), "error": str(entry)} for entry, prepared in entries]}
 
 
 @_guarded
@@ -470,8 +458,8 @@ def _page_html(made: list[reports.Report], folder: Path) -> str:
     nav = ""
     if len(made) > 1:
         nav = ('<nav class="records"><b>Records:</b> ' + "".join(
-            f'<a href="#ecgfm-record-{i + 1}" class="level-{"error" if r.error else (r.adequacy.level if r.adequacy else "none")}">'
-            f'{_esc(r.name)}</a>' for i, r in enumerate(made)) + "</nav>")
+            f'<a href="#ecgfm-record-{i + 1}" class="level-{r.level}">{_esc(r.name)}</a>'
+            for i, r in enumerate(made)) + "</nav>")
     return f'<div class="ecgfm-report">{nav}{"".join(cards)}</div>'
 
 

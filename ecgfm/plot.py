@@ -235,8 +235,8 @@ def plot_ecg(record: ECGRecord, lead_status: dict[str, str] | None = None,
         extras = list(record.extra_leads)
         strips = leads + missing + extras
         row_mm = 40.0 * row_scale
-        paper = _Paper(max(1, len(strips)) * row_mm,
-                       _title(record, shown_s, f"{len(leads)} of 12 leads, one strip per lead" if leads else "no standard lead, one strip per channel"))
+        layout = f"{len(leads)} of 12 leads, one strip per lead" if leads else "no standard lead, one strip per channel"
+        paper = _Paper(max(1, len(strips)) * row_mm, _title(record, shown_s, layout))
         for r, lead in enumerate(strips):
             top = paper.height - r * row_mm
             base = top - 0.6 * row_mm

@@ -58,6 +58,13 @@ class Report:
     dataset_label: str | None = None  # what the recording's source dataset says of it, shown apart
 
     @property
+    def level(self) -> str:
+        """complete | limited | unusable, or "error" (not read) / "none" (no model, nothing judged)."""
+        if self.error:
+            return "error"
+        return self.adequacy.level if self.adequacy else "none"
+
+    @property
     def headline(self) -> str:
         """The one line that says first how to take what follows."""
         if self.error:
@@ -80,12 +87,23 @@ def _names(leads: list[str]) -> str:
     return ", ".join(leads) if leads else "none"
 
 
-def read_facts(record: ECGRecord, prepared: PreparedECG) -> list[tuple[str, str]]:
-    """What was read and what the model was given, as label/value rows."""
+def read_summary(record: ECGRecord, prepared: PreparedECG) -> dict:
+    """What was read, with what preparing it for the model added: one account of the leads, JSON-ready
+    (the API's `read`, the CLI's and the page's tables are made from it)."""
     status = prepared.lead_status
-    by = {kind: [lead for lead, s in status.items() if s == kind] for kind in ("recorded", "derived", "flat",
-                                                                              "zero-filled")}
-    unused = [lead for lead in record.leads if lead not in STANDARD_LEADS] + list(record.extra_leads)
+    return {**record.summary(), "lead_status": dict(status),
+            "zero_filled_leads": [lead for lead, s in status.items() if s == "zero-filled"],
+            "flat_leads": [lead for lead, s in status.items() if s == "flat"],
+            "unused_leads": [lead for lead in record.leads if lead not in STANDARD_LEADS] + list(record.extra_leads),
+            "input_adequacy": prepared.adequacy.to_dict(),
+            "segments": [[round(a, 3), round(b, 3)] for a, b in prepared.spans_s],
+            "warnings": list(prepared.warnings)}
+
+
+def read_facts(summary: dict) -> list[tuple[str, str]]:
+    """`read_summary` as label/value rows for a person."""
+    by = {kind: [lead for lead, s in summary["lead_status"].items() if s == kind]
+          for kind in ("recorded", "derived", "flat", "zero-filled")}
     given = f"{len(by['recorded'])} recorded"
     if by["derived"]:
         given += f"; derived from I and II: {_names(by['derived'])}"
@@ -93,19 +111,17 @@ def read_facts(record: ECGRecord, prepared: PreparedECG) -> list[tuple[str, str]
         given += f"; flat, given as zeros: {_names(by['flat'])}"
     if by["zero-filled"]:
         given += f"; not recorded, given as zeros: {_names(by['zero-filled'])}"
-    in_file = [lead for lead in record.leads if lead not in record.derived_leads and lead not in record.zero_leads]
-    rows = [("Format", record.format),
-            ("Leads in the file", f"{len(in_file) + len(record.extra_leads)}: "
-                                  f"{_names(in_file + list(record.extra_leads))}"),
+    in_file = summary["recorded_leads"] + summary["extra_leads"]
+    rows = [("Format", summary["format"]), ("Leads in the file", f"{len(in_file)}: {_names(in_file)}"),
             ("Leads given to the model", given)]
-    if unused:
-        rows.append(("Not used by the model", f"{_names(unused)} (not one of the 12 standard leads)"))
-    end = record.start_s + record.duration_s
-    rows += [("Sampling rate", f"{record.fs:g} Hz"),
-             ("Recording length", f"{record.total_duration_s:.1f} s"),
-             ("Units in the file", record.units or "not stated"),
-             ("Window analysed", f"{record.start_s:.1f}–{end:.1f} s"),
-             ("5 s segments", ", ".join(f"{a:.1f}–{b:.1f} s" for a, b in prepared.spans_s) or "none")]
+    if summary["unused_leads"]:
+        rows.append(("Not used by the model", f"{_names(summary['unused_leads'])} (not one of the 12 standard leads)"))
+    window = summary["window"]
+    rows += [("Sampling rate", f"{summary['fs']:g} Hz"),
+             ("Recording length", f"{summary['duration_s']:.1f} s"),
+             ("Units in the file", summary["units"] or "not stated"),
+             ("Window analysed", f"{window['start_s']:.1f}–{window['end_s']:.1f} s"),
+             ("5 s segments", ", ".join(f"{a:.1f}–{b:.1f} s" for a, b in summary["segments"]) or "none")]
     return rows
 
 
@@ -127,7 +143,7 @@ def build(record: ECGRecord, prepared: PreparedECG, prediction=None, *, model_pr
     """The report of one record; `prediction` (a Prediction) is None when the model did not run,
     and `model_problem` then says why."""
     report = Report(name=record.name, analysed_at=_now(), record=record, lead_status=prepared.lead_status,
-                    facts=read_facts(record, prepared), warnings=list(prepared.warnings),
+                    facts=read_facts(read_summary(record, prepared)), warnings=list(prepared.warnings),
                     provenance=provenance_rows(prediction.provenance if prediction else provenance))
     if prediction is None:
         report.no_findings = f"No prediction: {model_problem}" if model_problem else "No prediction was made."
@@ -180,18 +196,12 @@ def _e(value) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _level(report: Report) -> str:
-    if report.error:
-        return "error"
-    return report.adequacy.level if report.adequacy else "none"
-
-
 def to_html(report: Report, anchor: str, png: bytes | None = None, png_url: str | None = None,
             overview_png: bytes | None = None) -> str:
     """One record's card. Class names carry the meaning (level-limited, finding rows ...); colours
     come from the page's stylesheet, which follows the light or dark theme. `png_url`, where the
     ECG image is served, lets a click open it full size (browsers refuse to open data: links)."""
-    level = _level(report)
+    level = report.level
     parts = [f'<section class="record level-{level}" id="{_e(anchor)}"><h2>{_e(report.name)}</h2>']
     if report.headline:
         parts.append(f'<div class="headline" role="status">{_e(report.headline)}</div>')
@@ -292,7 +302,7 @@ def to_pdf(report: Report) -> bytes:
     text(_MARGIN, y, f"ECG-FM report: {report.name}", 12, weight="bold")
     text(width - _MARGIN - 70, y + 1, f"Analysed {report.analysed_at}", 7.5)
     y += 7
-    level = _level(report)
+    level = report.level
     for line in textwrap.wrap(report.headline, 150)[:3]:
         text(_MARGIN, y, line, 8.5, weight="bold", color=_LEVEL_COLOUR[level])
         y += 4.2
