@@ -493,14 +493,14 @@ def ui_analyse(files, sampling_rate_hz, start_s, leads, request: gr.Request = No
         return ("", gr.update(value=None, visible=False), gr.update(),
                 _message_html(f"Something went wrong on the server ({type(exc).__name__}); the files could not "
                               "be processed."))
-    failed = sum(r.error is not None for r in made)
+    failed = [r.name for r in made if r.error is not None]
     provenance = next((p.provenance for p in (predictions or {}).values()), None) or MODEL.provenance()
-    summary = (f"Analysed {len(made) - failed} of {len(made)} record{'s' if len(made) != 1 else ''}"
-               + (f"; {failed} could not be read (see below)" if failed else "")
+    summary = (f"Analysed {len(made) - len(failed)} of {len(made)} record{'s' if len(made) != 1 else ''}"
+               + (f"; could not be read: {', '.join(failed)} (see below)" if failed else "")
                + f". Files stay on the server while this page uses them and are deleted "
                  f"{PAGE_IDLE_S / 60:.0f} minutes after their last use, or seconds after the page is closed.")
     return (page, gr.update(value=downloads, visible=True), _provenance_md(provenance),
-            _message_html(summary, "error" if failed == len(made) else "info"))
+            _message_html(summary, "error" if len(failed) == len(made) else "info"))
 
 
 def _add_overviews(made: list[reports.Report], files, fs, leads) -> None:
