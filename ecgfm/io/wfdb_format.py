@@ -6,6 +6,10 @@ allocated. Only the requested window is read (`sampfrom`/`sampto`), so a 30-minu
 not load entirely. Multi-segment records (a master header listing segment headers) and
 multi-frequency records (signals with several samples per frame) are read at each signal's own
 rate. Header comments (which may hold age, sex, medication) are never copied.
+
+When the whole record is read, each signal's samples are summed and compared with the checksum its
+header states; a mismatch is reported in one warning naming the leads, never refused. A window
+cannot be checked against a whole-signal sum and is not: no file is read whole just for this.
 """
 from __future__ import annotations
 
@@ -22,6 +26,11 @@ from .record import MAX_VALUES, read_error
 _BITS = {"8": 8, "16": 16, "24": 24, "32": 32, "61": 16, "80": 8, "160": 16, "212": 12,
          "310": 32 / 3, "311": 32 / 3}
 _COMPRESSED = {"508", "516", "524"}
+# The stored code that marks an invalid (missing) sample, per format, as wfdb-python reads it back.
+# The WFDB library sums such a sample as WFDB_INVALID_SAMPLE (-32768) when it writes a checksum.
+_INVALID_CODE = {"8": -128, "16": -32768, "24": -2**23, "32": -2**31, "61": -32768, "80": -128,
+                 "160": -32768, "212": -2048, "310": -512, "311": -512}
+_WFDB_INVALID_SAMPLE = -32768
 MAX_HEADER_BYTES = 1_000_000
 
 
@@ -223,8 +232,18 @@ def read(header_path: Path, *, start_s: float = 0.0, duration_s: float | None = 
                          "choose a shorter window (start and duration).")
 
     multi_rate = segmented or values_per_frame > len(header.sig_name or [])
+    warnings: list[str] = []
     try:
-        rec = wfdb.rdrecord(record_path, sampfrom=first, sampto=last, smooth_frames=not multi_rate)
+        if segmented:
+            rec = wfdb.rdrecord(record_path, sampfrom=first, sampto=last, smooth_frames=False)
+        else:
+            # Digital samples first, so the checksums can be verified, then to physical units
+            # exactly as rdrecord(physical=True) converts them.
+            rec = wfdb.rdrecord(record_path, sampfrom=first, sampto=last,
+                                smooth_frames=not multi_rate, physical=False)
+            if first == 0 and header.sig_len is not None and last == int(header.sig_len):
+                warnings.extend(_checksum_warning(header, rec, multi_rate))
+            rec.dac(expanded=multi_rate, return_res=64, inplace=True)
     except Exception:  # noqa: BLE001
         raise read_error(hea, "the signal files could not be decoded as the header describes them "
                          "(corrupt or truncated).") from None
@@ -242,5 +261,41 @@ def read(header_path: Path, *, start_s: float = 0.0, duration_s: float | None = 
                                 scale=voltage_scale(unit)))
     if not channels:
         raise read_error(hea, "the header lists no signals.")
-    return RawRecord(name=header_path.name, format="WFDB", channels=channels, windowed=True,
-                     start_s=first / fs, total_duration_s=sig_len / fs)
+    return RawRecord(name=header_path.name, format="WFDB", channels=channels, warnings=warnings,
+                     windowed=True, start_s=first / fs, total_duration_s=sig_len / fs)
+
+
+def _checksum_warning(header, rec, expanded: bool) -> list[str]:
+    """The warning naming the signals whose samples do not sum to the checksum the header states
+    (16-bit, so compared modulo 65536); nothing when they all match or the header states none.
+
+    `rec` holds the whole record's digital samples in the header's signal order. An invalid-sample
+    code counts either as read or as WFDB_INVALID_SAMPLE, the value the WFDB library sums.
+    """
+    stated = list(header.checksum or [])
+    if not any(value is not None for value in stated):
+        return []
+    signals = rec.e_d_signal if expanded else [rec.d_signal[:, i] for i in range(rec.n_sig)]
+    names = list(header.sig_name or [])
+    bad = []
+    for i, (value, samples) in enumerate(zip(stated, signals)):
+        if value is None:
+            continue
+        samples = np.asarray(samples, dtype=np.int64)
+        total = int(samples.sum())
+        fmt = str(header.fmt[i])
+        if fmt in _INVALID_CODE:
+            invalid = int(np.count_nonzero(samples == _INVALID_CODE[fmt]))
+            alternative = total + invalid * (_WFDB_INVALID_SAMPLE - _INVALID_CODE[fmt])
+        else:
+            alternative = total
+        if (total - int(value)) % 65536 and (alternative - int(value)) % 65536:
+            name = str(names[i]).strip() if i < len(names) and names[i] else ""
+            bad.append(name[:40] or f"signal {i + 1}")
+    if not bad:
+        return []
+    if len(bad) == 1:
+        return [f"The header's checksum does not match the samples of lead {bad[0]}; the file may "
+                "be corrupt or edited."]
+    return [f"The header's checksums do not match the samples of leads {', '.join(bad)}; the file "
+            "may be corrupt or edited."]
