@@ -14,8 +14,9 @@ and a labels CSV (one 0/1 column per label, an id column, optionally a patient c
 What this is not: fine-tuning of ECG-FM, or a validated classifier. A probe's metrics describe its
 held-out records only; research use, not clinical decisions.
 
-Run time needs numpy and scipy (the logistic regressions are fitted with scipy's L-BFGS); pandas
-reads the labels CSV and pyarrow the Parquet file, both imported only when a file is read.
+Fitting uses scikit-learn (LogisticRegression, roc_auc_score, average_precision_score); applying a
+saved probe needs only numpy and scipy. pandas reads the labels CSV and pyarrow the Parquet file,
+both imported only when a file is read.
 """
 from __future__ import annotations
 
@@ -256,7 +257,7 @@ def fit_probe(embeddings: np.ndarray, labels: Any, groups: Sequence | np.ndarray
                   **({"patients": int(n_units), "patients_train": int(len(np.unique(units[train]))),
                       "patients_test": int(len(np.unique(units[test])))} if groups is not None else {})},
         "counts": counts,
-        "training": {"model": "logistic regression", "penalty": "l2", "C": float(C), "solver": "scipy L-BFGS-B",
+        "training": {"model": "logistic regression", "penalty": "l2", "C": float(C), "solver": "scikit-learn lbfgs",
                      "max_iter": int(max_iter), "standardized": True, "fitted_on": "training split",
                      "converged": converged},
         "metrics": report,
@@ -346,48 +347,31 @@ def evaluate(y_true: np.ndarray, scores: np.ndarray, groups: Sequence | np.ndarr
 
 
 def _ranking_metrics(y: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """AUROC and average precision [B] for B weightings [B, N] of the same records (a weight of k
-    counts the record k times; tied scores share their rank). NaN where a weighting has one class."""
-    order = np.argsort(-scores, kind="stable")
-    s, yy, w = scores[order], y[order], weights[:, order]
-    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])          # runs of tied scores
-    pos = np.add.reduceat(w * yy, starts, axis=1)
-    neg = np.add.reduceat(w * (1.0 - yy), starts, axis=1)
-    n_pos, n_neg = pos.sum(axis=1), neg.sum(axis=1)
-    tp, fp = np.cumsum(pos, axis=1), np.cumsum(neg, axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        # a positive beats every negative scored lower and half of those scored the same
-        auroc = np.sum(pos * (n_neg[:, None] - fp + 0.5 * neg), axis=1) / (n_pos * n_neg)
-        precision = np.where(pos > 0, tp / np.where(tp + fp > 0, tp + fp, 1.0), 0.0)
-        auprc = np.sum(pos * precision, axis=1) / n_pos
-    bad = (n_pos == 0) | (n_neg == 0)
-    auroc[bad], auprc[bad] = np.nan, np.nan
+    """scikit-learn's AUROC and average precision [B] for B weightings [B, N] of the same records (a
+    weight of k counts the record k times: a bootstrap resample). NaN where a weighting has one class."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    auroc, auprc = np.full(len(weights), np.nan), np.full(len(weights), np.nan)
+    for b, w in enumerate(weights):
+        kept = w > 0
+        if len(np.unique(y[kept])) == 2:
+            auroc[b] = roc_auc_score(y[kept], scores[kept], sample_weight=w[kept])
+            auprc[b] = average_precision_score(y[kept], scores[kept], sample_weight=w[kept])
     return auroc, auprc
 
 
 def _fit_logistic(z: np.ndarray, y: np.ndarray, C: float, max_iter: int) -> tuple[np.ndarray, float, bool]:
-    """min_w,b  C · Σ log(1 + exp(−(2y−1)(z·w + b))) + ½‖w‖² (the intercept not penalized), as
-    scikit-learn's LogisticRegression(C=C) with lbfgs, divided by C·n so that the scale stays ~1."""
-    from scipy.optimize import minimize
-    from scipy.special import expit
+    """scikit-learn's L2 logistic regression (lbfgs, intercept not penalized) on standardized embeddings."""
+    import warnings
 
-    n, d = z.shape
-    sign = 2.0 * y - 1.0
-    ridge = 1.0 / (C * n)
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
 
-    def objective(params):
-        w, b = params[:d], params[d]
-        margin = z @ w + b
-        loss = np.mean(np.logaddexp(0.0, -sign * margin)) + 0.5 * ridge * (w @ w)
-        residual = (expit(margin) - y) / n
-        return loss, np.concatenate([z.T @ residual + ridge * w, [residual.sum()]])
-
-    start = np.zeros(d + 1)
-    prior = float(np.clip(y.mean(), 1e-6, 1 - 1e-6))
-    start[d] = math.log(prior / (1 - prior))
-    result = minimize(objective, start, jac=True, method="L-BFGS-B",
-                      options={"maxiter": max_iter, "gtol": 1e-9, "ftol": 1e-15})
-    return result.x[:d], float(result.x[d]), bool(result.success)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        model = LogisticRegression(C=C, max_iter=max_iter, tol=1e-10).fit(z, y)
+    converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+    return model.coef_[0].astype(np.float64), float(model.intercept_[0]), converged
 
 
 # ---------------------------------------------------------------------------------------------------
