@@ -75,7 +75,9 @@ def _comment_metadata(comments: list[str]) -> dict:
                 if re.search(r"\bkhz\b", key + " " + value, re.I):
                     rate *= 1000
                 meta["fs"] = rate
-        elif re.search(r"^(labels?|leads?|channels?|signals?)\b", key):
+        elif re.fullmatch(r"(labels?|leads?|channels?|signals?)(\s+(names?|labels?))?", key):
+            # The key must name the lead list itself ("Labels", "Leads", "Channel names"): "Lead
+            # technician: <name>" or "Signal reviewed by: <name>" would make a person a lead name.
             meta["labels"] = [v for v in re.split(r"[\t,;]+|\s{2,}|\s", value) if v]
         elif re.search(r"^resolution\b", key):
             number = re.search(r"\d+", value)
