@@ -1,9 +1,11 @@
-"""Command line: `ecgfm predict FILE...` and `ecgfm info FILE...` (also `python -m ecgfm ...`).
+"""Command line: `ecgfm predict FILE...`, `ecgfm info FILE...` and `ecgfm batch INPUT... --out FILE`
+(also `python -m ecgfm ...`).
 
 Every record that can be read is answered; each one that cannot is one sentence on stderr
 (`error: ...`, and in `--json` also a `{"file", "error"}` line in its place), and the exit status
 is then 2. Every other expected failure (no weights, a bad option) prints one sentence and exits 2
 before any result is printed. `info` reads files only: nothing on its path imports torch.
+`batch` scores a whole dataset into one Parquet file, resumably (ecgfm/batch.py).
 """
 from __future__ import annotations
 
@@ -100,7 +102,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ecgfm", description=f"ECG-FM on ECG files. {DISCLAIMER}")
     parser.add_argument("--version", action="version", version=f"ecgfm {__version__}")
-    commands = parser.add_subparsers(required=True, metavar="{predict,info}")
+    commands = parser.add_subparsers(required=True, metavar="{predict,info,batch}")
 
     def reading_options(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("files", nargs="+", metavar="FILE",
@@ -135,6 +137,42 @@ def _parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="what was read: leads, sampling rate, duration, units, warnings")
     reading_options(info)
     info.set_defaults(run=_info)
+
+    batch = commands.add_parser(
+        "batch", help="score a whole dataset into one Parquet file, resumably",
+        description="Score every record of the inputs into one Parquet file: a row per record (id, files, "
+                    "window, status ok/limited/refused, reason, the 17 probabilities, input adequacy, "
+                    "warnings, and with --embeddings the 768-d embedding); provenance in the file's "
+                    "metadata. Killed at any moment, the same command continues where it stopped. "
+                    f"{DISCLAIMER}")
+    batch.add_argument("files", nargs="+", metavar="INPUT",
+                       help="ECG files, folders (walked; each folder's files grouped into records), glob "
+                            "patterns, or manifest CSVs with a path column (optional: fs, leads, id; other "
+                            "columns are carried into the output)")
+    batch.add_argument("--out", required=True, metavar="FILE.parquet", help="the Parquet file to write")
+    batch.add_argument("--checkpoint", default="finetuned", metavar="PATH",
+                       help="the finetuned classifier: 'finetuned' (Hugging Face Hub cache, or "
+                            "ECGFM_CHECKPOINT) or a .pt path")
+    batch.add_argument("--embeddings", "--embedding", dest="embedding", action="store_true",
+                       help="add ECG-FM's 768-d embedding, from the pretrained encoder (see --encoder)")
+    batch.add_argument("--encoder", default=None, metavar="PATH",
+                       help="the pretrained encoder for --embeddings: 'pretrained' (default; Hugging Face "
+                            "Hub cache, or ECGFM_PRETRAINED_CHECKPOINT) or a .pt path")
+    batch.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="reader processes (default: one per spare core, at most 8; 0 reads in this process)")
+    batch.add_argument("--batch-size", type=int, default=16, metavar="N", help="records per forward (default 16)")
+    batch.add_argument("--part-size", type=int, default=256, metavar="N",
+                       help="records per committed part at most (default 256; a part is also committed "
+                            "every 30 s)")
+    batch.add_argument("--start", type=float, default=0.0, help="window start in seconds (default 0)")
+    batch.add_argument("--duration", type=float, default=10.0, help="window length in seconds (default 10)")
+    batch.add_argument("--fs", type=float, help="sampling rate in Hz, for files that do not store one")
+    batch.add_argument("--leads", type=_lead_list, metavar="I,II,...",
+                       help="the names of the files' ECG channels, in order, comma-separated")
+    batch.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    batch.add_argument("--precision", default="fp32", metavar="{fp32,bf16,fp16}", help=PRECISION_HELP)
+    batch.add_argument("--quiet", action="store_true", help="no progress bar and no per-record error lines")
+    batch.set_defaults(run=_batch)
     return parser
 
 
@@ -214,6 +252,13 @@ def _write_reports(folder: str, records: list, results: list) -> None:
 def _analyse(args: argparse.Namespace, records: list) -> list:
     from .predict import predict
 
+    model, embedder = _models(args)
+    # start 0: each record already is the window, placed in the recording by its start_s.
+    return predict(model, records, embedder=embedder, start_s=0.0, duration_s=args.duration)
+
+
+def _models(args: argparse.Namespace) -> tuple:
+    """The classifier of --checkpoint and, with --embedding(s), the encoder of --encoder."""
     model = _load(args, args.checkpoint, "finetuned")
     if model.head is None:
         raise ECGFMError(f"--checkpoint {args.checkpoint} is a pretrained encoder, which gives no findings; "
@@ -225,8 +270,44 @@ def _analyse(args: argparse.Namespace, records: list) -> list:
             raise ECGFMError(f"--encoder {args.encoder or 'pretrained'} is the finetuned classifier; "
                              "ECG-FM's embeddings come from the pretrained encoder (--encoder pretrained, "
                              "or its .pt file).")
-    # start 0: each record already is the window, placed in the recording by its start_s.
-    return predict(model, records, embedder=embedder, start_s=0.0, duration_s=args.duration)
+    return model, embedder
+
+
+def _batch(args: argparse.Namespace) -> int:
+    """The whole dataset into --out; reading failures become refused rows (the first few also on
+    stderr), and the exit status is 2 when some record could not be read, as for predict."""
+    from .batch import run_batch
+
+    if args.encoder is not None and not args.embedding:
+        raise ECGFMError("--encoder names the encoder used by --embeddings; add --embeddings to get embeddings.")
+    progress = not args.quiet and sys.stderr.isatty()
+
+    def on_error(message: str) -> None:
+        if args.quiet:
+            return
+        if progress:
+            from tqdm import tqdm
+            tqdm.write(f"error: {message}", file=sys.stderr)
+        else:
+            print(f"error: {message}", file=sys.stderr)
+
+    model, embedder = _models(args)
+    try:
+        summary = run_batch(args.files, args.out, model, embedder=embedder, workers=args.workers,
+                            start_s=args.start, duration_s=args.duration, fs=args.fs, leads=args.leads,
+                            batch_size=args.batch_size, part_size=args.part_size, progress=progress,
+                            on_error=on_error, explain=_message)
+    except KeyboardInterrupt:
+        print(f"ecgfm batch: interrupted; what was scored is kept in {args.out}.parts, and the same command "
+              "continues from there.", file=sys.stderr)
+        raise
+    if summary.error_count > len(summary.errors) and not args.quiet:
+        print(f"error: ... and {summary.error_count - len(summary.errors)} more records could not be read "
+              f"(see the reason column of {args.out}).", file=sys.stderr)
+    for line in summary.lines():
+        print(line)
+    print(DISCLAIMER)
+    return 2 if summary.unreadable else 0
 
 
 def _load(args: argparse.Namespace, checkpoint: str, role: str):
