@@ -38,6 +38,9 @@ MAX_FILES = 200
 WFDB_DEFAULT_GAIN = 200.0  # ADC units per mV, WFDB's documented default when a gain is missing
 COUNTS_MIN_RANGE = 50.0  # whole numbers spanning more than this are ADC counts, not mV
 UV_MIN_MEDIAN = 50.0  # a median |amplitude| above this is not millivolts
+# No ECG value comes near this in any unit (1e15 nV is 1000 kV); checked before any arithmetic, so
+# that scaling cannot overflow and every sample stays finite as float32.
+MAX_ABS_VALUE = 1e15
 
 _ANNOTATION_EXT = {".atr", ".qrs", ".ann", ".ari", ".man", ".pwave", ".pu", ".pu0", ".pu1", ".st",
                    ".stf", ".16a", ".all", ".wqrs", ".sqrs", ".gqrs", ".blh", ".trigger", ".hrv",
@@ -619,6 +622,7 @@ def _finalize(raw: RawRecord, fname: str, fs_given, start_s, duration_s, is_wfdb
             good = np.flatnonzero(~bad)
             data[bad] = np.interp(np.flatnonzero(bad), good, data[good])
             filled.append(f"{canonical} ({int(bad.sum())})")
+        _check_magnitude(data, fname, ch.name)
         kept.append((replace(ch, data=data), kind, canonical))
     if not kept:
         raise ECGReadError(f"{fname}: the signal holds no valid samples (all are missing).")
@@ -665,6 +669,7 @@ def _finalize(raw: RawRecord, fname: str, fs_given, start_s, duration_s, is_wfdb
         else:
             data = (ch.data - ch.offset) * ch.scale
             label = ch.unit or "mV"
+        _check_magnitude(data, fname, ch.name)  # an ADC offset or scale from the file may be absurd
         if label not in unit_labels:
             unit_labels.append(label)
         converted.append((data, kind, canonical, ch.name))
@@ -738,6 +743,14 @@ def _finalize(raw: RawRecord, fname: str, fs_given, start_s, duration_s, is_wfdb
     # Fewer leads than 12 is said once, by the input adequacy of the result (preprocess/adequacy).
     _check_amplitude(record)
     return record
+
+
+def _check_magnitude(data: np.ndarray, fname: str, lead: str) -> None:
+    peak = float(np.max(np.abs(data))) if data.size else 0.0
+    if not peak <= MAX_ABS_VALUE:
+        name = str(lead).strip()[:40] or "unnamed"
+        raise ECGReadError(f"{fname}: lead {name} holds values of magnitude {peak:.3g}, far too "
+                           "large for an ECG; the file may be corrupt.")
 
 
 def _rename(kinds: list, user_leads: list[_LeadName], fname: str, n_other: int, unnamed: bool,
