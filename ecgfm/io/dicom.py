@@ -7,6 +7,7 @@ real data; samples are taken as stored.
 """
 from __future__ import annotations
 
+import io
 import logging
 import threading
 import warnings
@@ -135,7 +136,10 @@ def read(path: Path) -> ECGRecord:
 
 def _read(pydicom, path: Path, name: str) -> ECGRecord:
     try:
-        ds = pydicom.dcmread(path)
+        # Parsed from memory: pydicom reads each element with fp.read(length), and a buffered file
+        # allocates `length` bytes before reading, so one damaged length field (4 GB at most)
+        # would allocate that much for a small file; BytesIO returns only what there is.
+        ds = pydicom.dcmread(io.BytesIO(path.read_bytes()))
         sop = str(ds.get("SOPClassUID", "") or "")
         groups = ds.get("WaveformSequence")
     except Exception:  # noqa: BLE001 - pydicom raises many types on damaged files
