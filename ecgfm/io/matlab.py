@@ -11,6 +11,9 @@ with a request for the header. MATLAB v7.3 (HDF5) files are read with h5py when 
 """
 from __future__ import annotations
 
+import math
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +33,8 @@ MAX_MAT_BYTES = 400_000_000
 
 def _scalar(value) -> float | None:
     try:
+        if np.iscomplexobj(value):  # not a rate (and casting it would warn)
+            return None
         arr = np.asarray(value, dtype=np.float64).ravel()
     except (TypeError, ValueError):
         return None
@@ -50,10 +55,126 @@ def _names(value) -> list[str] | None:
     return names
 
 
+# MAT v5 element types: the numeric ones scipy can decode, and the two that hold arrays.
+_MI_NUMERIC = {1, 2, 3, 4, 5, 6, 7, 9, 12, 13, 16, 17, 18}
+_MI_INT32S = {5, 6}
+_MI_MATRIX, _MI_COMPRESSED = 14, 15
+_MX_CELL, _MX_STRUCT, _MX_OBJECT, _MX_CHAR, _MX_SPARSE = 1, 2, 3, 4, 5
+_MX_NUMERIC = range(6, 16)
+
+
+class _BadMat(Exception):
+    pass
+
+
+def _check_v5(data: bytes) -> None:
+    """Walk a MAT v5 file's elements the way scipy's reader will, refusing (`_BadMat`) any element
+    of a type scipy cannot decode or reaching past its parent.
+
+    scipy (1.17) indexes a C table with the type code of a numeric element without checking it,
+    so a single damaged byte crashes the whole process (scipy PR 25349); this walk runs first.
+    """
+    if len(data) < 128 or data[126:128] not in (b"IM", b"MI"):
+        raise _BadMat
+    order = "<" if data[126:128] == b"IM" else ">"
+
+    def element(buf: bytes, pos: int, end: int) -> tuple[int, bytes, int]:
+        if pos + 8 > end:
+            raise _BadMat
+        first, second = struct.unpack_from(order + "II", buf, pos)
+        if first >> 16:  # small data element: type and size in 4 bytes, data in the next 4
+            if first >> 16 > 4:
+                raise _BadMat
+            return first & 0xFFFF, buf[pos + 4:pos + 4 + (first >> 16)], pos + 8
+        stop = pos + 8 + second
+        if stop > end:
+            raise _BadMat
+        return first, buf[pos + 8:stop], min(end, stop + (-second) % 8)
+
+    def int32s(buf: bytes, pos: int, end: int) -> tuple[tuple, int]:
+        code, payload, pos = element(buf, pos, end)
+        if code not in _MI_INT32S or len(payload) % 4:
+            raise _BadMat
+        return struct.unpack(order + f"{len(payload) // 4}i", payload), pos
+
+    def numeric(buf: bytes, pos: int, end: int) -> int:
+        code, _, pos = element(buf, pos, end)
+        if code not in _MI_NUMERIC:
+            raise _BadMat
+        return pos
+
+    def matrix(buf: bytes, pos: int, end: int) -> int:
+        code, payload, after = element(buf, pos, end)
+        if code != _MI_MATRIX:
+            raise _BadMat
+        if payload:
+            array(payload)
+        return after
+
+    def array(buf: bytes) -> None:
+        end = len(buf)
+        flags, pos = int32s(buf, 0, end)
+        dims, pos = int32s(buf, pos, end)
+        pos = numeric(buf, pos, end)  # the name
+        if not flags or any(d < 0 for d in dims):
+            raise _BadMat
+        mclass, is_complex = flags[0] & 0xFF, bool(flags[0] & 0x800)
+        count = math.prod(dims)
+        if mclass in _MX_NUMERIC or mclass == _MX_CHAR:
+            for _ in range(2 if is_complex and mclass != _MX_CHAR else 1):
+                pos = numeric(buf, pos, end)
+        elif mclass == _MX_SPARSE:
+            for _ in range(4 if is_complex else 3):
+                pos = numeric(buf, pos, end)
+        elif mclass == _MX_CELL:
+            for _ in range(count):
+                pos = matrix(buf, pos, end)
+        elif mclass in (_MX_STRUCT, _MX_OBJECT):
+            if mclass == _MX_OBJECT:
+                pos = numeric(buf, pos, end)  # the class name
+            length, pos = int32s(buf, pos, end)
+            code, names, pos = element(buf, pos, end)
+            if len(length) != 1 or length[0] <= 0 or code not in _MI_NUMERIC:
+                raise _BadMat
+            for _ in range(count * (len(names) // length[0])):
+                pos = matrix(buf, pos, end)
+        else:  # function handles, opaque objects: never an ECG
+            raise _BadMat
+
+    pos = 128
+    while pos < len(data):
+        code, payload, after = element(data, pos, len(data))
+        if code == _MI_COMPRESSED:
+            inflater = zlib.decompressobj()
+            try:
+                inner = inflater.decompress(payload, 8 * MAX_VALUES + 1_000_000)
+            except zlib.error:
+                raise _BadMat from None
+            if inflater.unconsumed_tail:
+                raise _BadMat
+            matrix(inner, 0, len(inner))
+        elif code == _MI_MATRIX and after == pos + 8 + len(payload) + (-len(payload)) % 8:
+            if payload:
+                array(payload)
+        else:
+            raise _BadMat
+        pos += 8 + len(payload)  # scipy goes on right after a variable, padded or not
+
+
 def _load(path: Path) -> dict:
     import scipy.io as sio
 
     fname = path.name
+    try:
+        head = path.read_bytes()[:128]
+    except OSError:
+        raise read_error(fname, "the file cannot be opened.") from None
+    if head[:6] == b"MATLAB" and head[124:128] in (b"\x00\x01IM", b"\x01\x00MI"):  # v5
+        try:
+            _check_v5(path.read_bytes())
+        except (_BadMat, struct.error, ValueError, OverflowError):
+            raise read_error(fname, "this MATLAB .mat file is damaged (its contents do not hold "
+                               "together), so it cannot be read.") from None
     try:
         info = sio.whosmat(str(path))
     except NotImplementedError:
