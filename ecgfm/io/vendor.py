@@ -127,6 +127,9 @@ def _decode_with_ecgdatakit(path: Path, kind: str):
         del raw
     else:
         check_file_size(path, MAX_SCP_BYTES, fmt)
+        if kind == "scp" and not _scp_counts_fit(path.read_bytes()):
+            raise ECGReadError(f"{name}: the SCP-ECG file declares more samples than it holds, "
+                               "so it is damaged and its waveform cannot be decoded.")
     try:
         with warnings.catch_warnings():
             # ecgdatakit warnings can quote paths or file content: never let them reach a log
@@ -143,6 +146,35 @@ def _decode_with_ecgdatakit(path: Path, kind: str):
     except Exception:  # noqa: BLE001 - any decoder failure on a hostile or damaged file
         raise ECGReadError(f"{name}: the file is damaged, truncated or not valid {fmt}, "
                            "and its waveform cannot be decoded.") from None
+
+
+def _scp_counts_fit(raw: bytes) -> bool:
+    """Whether the sample counts an SCP-ECG file declares (the lead ranges of Section 3, the
+    reference beat length of Sections 4 and 5) fit in the file at one bit per sample or more.
+
+    ecgdatakit allocates each declared count before decoding: one damaged field would make it
+    allocate up to 32 GB for a file of a few kB.
+    """
+    def u16(data: bytes, pos: int) -> int:
+        return int.from_bytes(data[pos:pos + 2], "little")
+
+    def u32(data: bytes, pos: int) -> int:
+        return int.from_bytes(data[pos:pos + 4], "little")
+
+    bodies = {}
+    for pos in range(22, min(len(raw), 6 + u32(raw, 10)) - 9, 10):  # Section 0's pointers
+        sid, length, index = u16(raw, pos), u32(raw, pos + 2), u32(raw, pos + 6)
+        if sid in (3, 4, 5) and index and length >= 16:
+            length = min(length, u32(raw, index - 1 + 4) or length)
+            bodies[sid] = raw[index - 1 + 16:index - 1 + length]
+    counts = []
+    leads = bodies.get(3, b"")
+    for i in range(leads[0] if leads else 0):
+        counts.append(u32(leads, 6 + 9 * i) - u32(leads, 2 + 9 * i) + 1)
+    interval = u16(bodies.get(5, b""), 2)
+    if interval:
+        counts.append(round(u16(bodies.get(4, b""), 0) * 1000 / interval))
+    return all(count <= 8 * len(raw) for count in counts)
 
 
 def _lead_to_mv(lead, name: str) -> tuple[np.ndarray, str]:
