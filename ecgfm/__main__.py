@@ -102,7 +102,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ecgfm", description=f"ECG-FM on ECG files. {DISCLAIMER}")
     parser.add_argument("--version", action="version", version=f"ecgfm {__version__}")
-    commands = parser.add_subparsers(required=True, metavar="{predict,info,batch}")
+    commands = parser.add_subparsers(required=True, metavar="{predict,info,batch,probe}")
 
     def reading_options(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("files", nargs="+", metavar="FILE",
@@ -173,6 +173,31 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--precision", default="fp32", metavar="{fp32,bf16,fp16}", help=PRECISION_HELP)
     batch.add_argument("--quiet", action="store_true", help="no progress bar and no per-record error lines")
     batch.set_defaults(run=_batch)
+
+    probe = commands.add_parser("probe", help="linear probes on ECG-FM's embeddings, for your own labels")
+    steps = probe.add_subparsers(required=True, metavar="{fit,predict}")
+    fit = steps.add_parser(
+        "fit", help="fit a probe (a logistic regression per label) on a batch's embeddings and your labels",
+        description="Join `ecgfm batch --embeddings` output to a labels CSV (one 0/1 column per label), hold "
+                    "out a part (no patient in both parts with --patient-column), fit one logistic "
+                    "regression per label on the rest, and report AUROC and AUPRC on the held-out part with "
+                    f"bootstrap 95 %% intervals. The probe is saved as safetensors plus a JSON card. {DISCLAIMER}")
+    fit.add_argument("--embeddings", required=True, metavar="FILE.parquet", help="ecgfm batch --embeddings output")
+    fit.add_argument("--labels", required=True, metavar="FILE.csv", help="an id column and one 0/1 column per label")
+    fit.add_argument("--out", required=True, metavar="DIR", help="the folder to save the probe in")
+    fit.add_argument("--id-column", default="id", help="the labels' column holding the batch's record id")
+    fit.add_argument("--patient-column", help="a column naming each record's patient: no patient in two splits")
+    fit.add_argument("--test-size", type=float, default=0.2, help="the held-out share (default 0.2)")
+    fit.add_argument("--seed", type=int, default=0, help="the split and bootstrap seed (default 0)")
+    fit.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
+    fit.add_argument("--json", action="store_true", help="print the probe's card as JSON")
+    fit.set_defaults(run=_probe_fit)
+    apply = steps.add_parser("predict", help="a saved probe's probabilities for every record of a batch's output")
+    apply.add_argument("--probe", required=True, metavar="DIR", help="a folder written by `ecgfm probe fit`")
+    apply.add_argument("--embeddings", required=True, metavar="FILE.parquet", help="ecgfm batch --embeddings output")
+    apply.add_argument("--out", metavar="FILE.csv", help="write the CSV here instead of printing it")
+    apply.add_argument("--id-column", default="id", help="the name of the id column in the output")
+    apply.set_defaults(run=_probe_predict)
     return parser
 
 
@@ -271,6 +296,27 @@ def _models(args: argparse.Namespace) -> tuple:
                              "ECG-FM's embeddings come from the pretrained encoder (--encoder pretrained, "
                              "or its .pt file).")
     return model, embedder
+
+
+def _probe_fit(args: argparse.Namespace) -> int:
+    from .probe import fit_from_files, format_report
+
+    probe, _ = fit_from_files(args.embeddings, args.labels, id_column=args.id_column,
+                              patient_column=args.patient_column, out=args.out, seed=args.seed,
+                              test_size=args.test_size, bootstrap=args.bootstrap)
+    print(json.dumps(probe.card) if args.json else f"{format_report(probe.card)}\nSaved in {args.out}. {DISCLAIMER}")
+    return 0
+
+
+def _probe_predict(args: argparse.Namespace) -> int:
+    from .probe import predict_from_file
+
+    frame = predict_from_file(args.probe, args.embeddings, id_column=args.id_column)
+    if args.out:
+        frame.to_csv(args.out, index=False)
+    else:
+        frame.to_csv(sys.stdout, index=False)
+    return 0
 
 
 def _batch(args: argparse.Namespace) -> int:

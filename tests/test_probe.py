@@ -312,3 +312,43 @@ def test_parquet_written_as_the_batch_writes_it(cohort, tmp_path):
     (tmp_path / "not.parquet").write_text("id,embedding\n")
     with pytest.raises(ECGFMError, match="could not be read as a Parquet file"):
         predict_from_file(tmp_path / "probe", tmp_path / "not.parquet")
+
+
+def test_dataset_workflow_from_the_command_line(tmp_path, capsys):
+    """batch --embeddings -> Parquet -> probe fit -> probe predict, as the README shows it."""
+    import wfdb
+
+    from ecgfm.__main__ import main
+
+    rng = np.random.default_rng(11)
+    folder = tmp_path / "ecgs"
+    folder.mkdir()
+    rows = []
+    for i in range(48):
+        flip = i % 2 == 1
+        record = synthetic_ecg(f"rec{i:02d}", rng.uniform(55, 110), flip, rng, seconds=5.0)
+        wfdb.wrsamp(record.name, fs=500, units=["mV"] * 12, sig_name=list(STANDARD_LEADS),
+                    p_signal=record.signal.T.astype(np.float64), fmt=["16"] * 12, write_dir=str(folder))
+        rows.append({"id": f"rec{i:02d}.hea", "patient": f"p{i // 2}", "lead_I_inverted": int(flip)})
+    classifier = write_checkpoint(tmp_path / "classifier.pt", seed=1)
+    encoder = write_checkpoint(tmp_path / "encoder.pt", "wav2vec2_cmsc", seed=2)
+    out = tmp_path / "results.parquet"
+    assert main(["batch", str(folder), "--out", str(out), "--checkpoint", str(classifier), "--embeddings",
+                 "--encoder", str(encoder), "--workers", "0", "--quiet"]) == 0, capsys.readouterr().err
+    table = pd.read_parquet(out)
+    pd.DataFrame(rows).to_csv(tmp_path / "labels.csv", index=False)
+    labels_by_id = {row["id"]: row["lead_I_inverted"] for row in rows}
+    assert sorted(table["id"]) == sorted(labels_by_id)
+    capsys.readouterr()
+    assert main(["probe", "fit", "--embeddings", str(out), "--labels", str(tmp_path / "labels.csv"),
+                 "--out", str(tmp_path / "probe"), "--patient-column", "patient", "--bootstrap", "200",
+                 "--json"]) == 0
+    card = json.loads(capsys.readouterr().out)
+    assert card["labels"] == ["lead_I_inverted"] and card["metrics"]["lead_I_inverted"]["auroc"] > 0.9
+    assert card["encoder"]["sha256"] == ecgfm.load_model(encoder, device="cpu").provenance["sha256"]
+    assert main(["probe", "predict", "--probe", str(tmp_path / "probe"), "--embeddings", str(out),
+                 "--out", str(tmp_path / "probabilities.csv")]) == 0
+    predicted = pd.read_csv(tmp_path / "probabilities.csv")
+    assert len(predicted) == 48 and list(predicted.columns) == ["id", "lead_I_inverted"]
+    truth = predicted["id"].map(labels_by_id)
+    assert predicted.loc[truth == 1, "lead_I_inverted"].mean() > predicted.loc[truth == 0, "lead_I_inverted"].mean() + 0.3
