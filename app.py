@@ -16,19 +16,25 @@ Endpoints (besides the page), each taking (files, sampling_rate_hz=None, start_s
 
 Privacy: files sent by scripts are deleted seconds after they have been read; files on the page stay
 while the page uses them (so settings can be changed and the analysis re-run) and are deleted
-PAGE_IDLE_S after their last use, or seconds after the page is closed. Results are written into
-Gradio's cache, which `delete_cache` empties on a schedule; the browser keeps no run history;
-nothing from a file (values, header text, names) is written to the log.
+PAGE_IDLE_S after their last use, or seconds after the page is closed; a file that no request used
+(its request cancelled before it started) is deleted UNUSED_UPLOAD_S after it arrived. Results are
+written whole or not at all (a full disk is one sentence, never half a file) into Gradio's cache,
+which `delete_cache` empties on a schedule; the browser keeps no run history; nothing from a file
+(values, header text, names) is written to the log.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import hashlib
 import html
+import io
 import json
 import logging
 import os
 import platform
+import shutil
 import threading
 import time
 import uuid
@@ -58,7 +64,13 @@ PAGE_IDLE_S = float(os.environ.get("ECGFM_PAGE_IDLE_S", "600"))  # the page's fi
 # Gradio's upload parser leaves a temporary file (tmpXXXX) in the upload folder beside each upload it
 # stores; one untouched this long belongs to no upload in progress.
 ORPHAN_AGE_S = float(os.environ.get("ECGFM_ORPHAN_AGE_S", "120"))
-RETRY_LOAD_AFTER_S = 60.0  # a failed load (no network ...) is tried again at most this often
+# An upload no request has used (its request was cancelled before it started, or never came) is
+# deleted this long after it arrived; as long as the page's idle time, so that a person can still
+# set the options after adding a file.
+UNUSED_UPLOAD_S = float(os.environ.get("ECGFM_UNUSED_UPLOAD_S", str(PAGE_IDLE_S)))
+# A failed load (no network, no file yet ...) is tried again, at most this often, when a request or
+# /health asks for the model: the app recovers without a restart once the weights can be had.
+RETRY_LOAD_AFTER_S = float(os.environ.get("ECGFM_RETRY_LOAD_S", "60"))
 MAX_REPORTS = 8  # PDF reports made per page analysis (each takes about a second)
 
 log = logging.getLogger("ecgfm.app")
@@ -67,12 +79,18 @@ log = logging.getLogger("ecgfm.app")
 # --- the model: loaded once per process, in the background ---------------------------------------
 
 class ModelHolder:
-    """ECG-FM's finetuned classifier, loaded in a daemon thread so the page is up at once."""
+    """ECG-FM's finetuned classifier, loaded in a daemon thread so the page is up at once.
+
+    Once loaded, the model (which holds its own copy of the weights) is kept for the life of the
+    process: the weights file is never read again, so deleting or replacing it changes nothing
+    served, and /health says that the file no longer matches. A failed load is tried again.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._failed_at = 0.0
+        self._last_error: str | None = None  # why the previous attempt failed, while trying again
         self.model = None
         self.batcher = None  # runs concurrent requests' records in one forward pass
         self.error: str | None = None
@@ -81,7 +99,7 @@ class ModelHolder:
         with self._lock:
             retry = self.error is not None and time.monotonic() - self._failed_at > RETRY_LOAD_AFTER_S
             if self.model is None and (self._thread is None or retry):
-                self.error = None
+                self._last_error, self.error = self.error, None
                 self._thread = threading.Thread(target=self._load, name="ecgfm-load", daemon=True)
                 self._thread.start()
 
@@ -90,7 +108,8 @@ class ModelHolder:
             model = ecgfm.load_model("finetuned", precision=PRECISION)
             self.batcher = BatchingPredictor(model, max_records=MAX_BATCH_RECORDS)
             self.model = model
-            log.info("ECG-FM weights loaded (%s).", model.provenance.get("file"))
+            log.info("ECG-FM weights loaded (%s)%s.", model.provenance.get("file"),
+                     " after an earlier attempt failed" if self._last_error else "")
             return
         except ECGFMError as exc:
             error = str(exc)
@@ -115,9 +134,14 @@ class ModelHolder:
     def status(self) -> dict:
         self.start()
         if self.model is not None:
-            return {"model_loaded": True, "model_status": "loaded", "reason": None}
+            from ecgfm.checkpoint import source_change
+
+            return {"model_loaded": True, "model_status": "loaded", "reason": source_change(self.model)}
         if self.error:
             return {"model_loaded": False, "model_status": "unavailable", "reason": self.error}
+        if self._last_error:
+            return {"model_loaded": False, "model_status": "loading",
+                    "reason": f"The weights are loading again; the last attempt failed: {self._last_error}"}
         return {"model_loaded": False, "model_status": "loading", "reason": "The weights are still loading."}
 
     def provenance(self) -> dict | None:
@@ -129,14 +153,13 @@ class ModelHolder:
 
 
 MODEL = ModelHolder()
-_LAST_USE: dict[Path, float] = {}  # upload path -> when a request last read it
-_USE_LOCK = threading.Lock()
 
 
 # --- uploads in, results out ---------------------------------------------------------------------
 
 _LAST_USE: dict[Path, tuple[float, float, float]] = {}  # upload -> (last use, keep for, last use wall clock)
 _SESSION_FILES: dict[str, set[Path]] = {}  # page session -> the uploads it used
+_ARRIVED: dict[Path, list[float]] = {}  # upload -> when each upload of it that no request has used yet arrived
 _USE_LOCK = threading.Lock()
 
 
@@ -172,17 +195,25 @@ def _is_example_copy(path: Path) -> bool:
         return False
 
 
-def _keep(paths: list[str], keep_s: float, session: str | None = None) -> None:
+def _keep(paths: list[str], keep_s: float, session: str | None = None, claim: bool = False) -> None:
     """Delete these uploads once no request has used them for `keep_s`.
 
     Gradio stores identical uploads at one path, so two people sending the same file share it:
-    deleting it the moment one request is done would pull it from under the other.
+    deleting it the moment one request is done would pull it from under the other. So each upload
+    is counted when it arrives (`_UploadWatch`) and a request `claim`s one of them when it starts:
+    an upload still waiting for its request keeps the file.
     """
     now, wall = time.monotonic(), time.time()
     resolved = [Path(name).resolve() for name in paths]
     with _USE_LOCK:
         for path in resolved:
             _LAST_USE[path] = (now, keep_s, wall)
+        for path in set(resolved) if claim else ():
+            waiting = _ARRIVED.get(path)
+            if waiting:
+                waiting.pop(0)
+                if not waiting:
+                    del _ARRIVED[path]
         if session:
             _SESSION_FILES.setdefault(session, set()).update(resolved)
     timer = threading.Timer(keep_s, _delete_unused, [resolved])
@@ -207,6 +238,8 @@ def _delete_unused(paths: list[Path]) -> None:
             if last is None or time.monotonic() - last[0] < last[1] - 0.05:
                 continue  # used again since: that request's own timer deletes it
             del _LAST_USE[path]
+            if _ARRIVED.get(path):
+                continue  # uploaded again for a request not started yet: that one deletes it
         if root not in path.parents or _is_example_copy(path):
             continue  # an example, or anything else that is not an upload of ours
         try:
@@ -218,6 +251,81 @@ def _delete_unused(paths: list[Path]) -> None:
         except OSError:
             pass
     _delete_orphans(root)
+
+
+class _UploadWatch:
+    """ASGI middleware: notes each file that Gradio's upload route stores, before its client hears of it.
+
+    A request that starts claims its uploads (`_keep`); one cancelled while queued, or dropped by its
+    client before it started, never does: `_delete_unclaimed` deletes those.
+    """
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope.get("method") != "POST" or not scope["path"].endswith("/gradio_api/upload"):
+            await self.app(scope, receive, send)
+            return
+        status, body = [0], []
+
+        async def watch(message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            elif message["type"] == "http.response.body" and status[0] == 200:
+                body.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    _arrived(b"".join(body))
+            await send(message)
+
+        await self.app(scope, receive, watch)
+
+
+def _arrived(body: bytes) -> None:
+    try:
+        names = json.loads(body)
+    except ValueError:
+        return
+    now = time.time()
+    with _USE_LOCK:
+        for name in names if isinstance(names, list) else ():
+            if isinstance(name, str):
+                _ARRIVED.setdefault(Path(name).resolve(), []).append(now)
+
+
+def _delete_unclaimed() -> None:
+    """Uploads that no request claimed within UNUSED_UPLOAD_S of their arrival, and the parser's leftovers."""
+    root = _upload_dir()
+    cutoff = time.time() - UNUSED_UPLOAD_S
+    with _USE_LOCK:  # a request claiming a file now either comes first (it is kept) or finds it gone
+        for path, waiting in list(_ARRIVED.items()):
+            waiting[:] = [arrival for arrival in waiting if arrival > cutoff]
+            if waiting:
+                continue
+            del _ARRIVED[path]
+            if path in _LAST_USE or root not in path.parents:
+                continue  # in use: the request's own timer deletes it
+            try:
+                if path.stat().st_mtime > cutoff or _is_example_copy(path):
+                    continue  # stored again just now (its arrival is being noted), or an example's copy
+                path.unlink()
+                if path.parent != root and not any(path.parent.iterdir()):
+                    path.parent.rmdir()
+            except OSError:
+                pass
+    _delete_orphans(root)
+
+
+def _start_deleting_unclaimed() -> None:
+    def run() -> None:
+        while True:
+            time.sleep(min(max(UNUSED_UPLOAD_S / 4, 0.5), 30.0))
+            try:
+                _delete_unclaimed()
+            except Exception as exc:  # never stop deleting because of one odd file
+                log.error("Unexpected %s while deleting unused uploads.", type(exc).__name__)
+
+    threading.Thread(target=run, name="ecgfm-unclaimed-uploads", daemon=True).start()
 
 
 def _delete_orphans(root: Path) -> None:
@@ -247,9 +355,11 @@ def _options(fs, start_s, leads) -> tuple[float | None, float, list[str] | None]
 def _read(files, fs, start_s, leads, keep_s: float = UPLOAD_GRACE_S, session: str | None = None):
     """Each record windowed to [start, start + 10 s), or the error that stopped it, with its preparation."""
     paths = _paths(files)
-    fs, start_s, leads = _options(fs, start_s, leads)
-    _keep(paths, keep_s, session)  # before reading: an earlier request's pending deletion must skip these
+    # Claimed first, before anything can fail (bad options too): the files are then deleted after
+    # keep_s whatever happens, and an earlier request's pending deletion skips them meanwhile.
+    _keep(paths, keep_s, session, claim=True)
     try:
+        fs, start_s, leads = _options(fs, start_s, leads)
         entries = ecgfm.read_ecgs(paths, fs=fs, leads=leads, start_s=start_s, duration_s=WINDOW_S,
                                   errors="return")
     finally:
@@ -285,11 +395,57 @@ def _all_failed(entries) -> None:
         raise ECGFMError(" ".join(str(entry) for entry, _ in entries))
 
 
+class ResultsNotSaved(ECGFMError):
+    """The results could not be written (disk full, folder not writable); nothing of them was kept."""
+
+
+_DISK_PROBLEMS = {errno.ENOSPC: "its disk is full", errno.EDQUOT: "its disk quota is used up",
+                  errno.EFBIG: "a file would exceed the size it may write", errno.EROFS: "its disk is read-only",
+                  errno.EACCES: "its results folder is not writable", errno.EPERM: "its results folder is not writable",
+                  errno.ENOTDIR: "its results folder cannot be created", errno.ENOENT: "its results folder is gone"}
+
+
+def _not_saved(exc: OSError) -> ResultsNotSaved:
+    reason = _DISK_PROBLEMS.get(exc.errno) or (exc.strerror or type(exc).__name__).lower()
+    return ResultsNotSaved(f"The server could not save the results: {reason}; nothing was kept, so try again "
+                           "later or tell the server's administrator.")
+
+
 def _results_dir() -> Path:
     """A fresh folder inside Gradio's cache: served from there without a copy, swept by delete_cache."""
     folder = _upload_dir() / f"ecgfm-results-{uuid.uuid4().hex}"
-    folder.mkdir(parents=True)
+    try:
+        folder.mkdir(parents=True)
+    except OSError as exc:
+        raise _not_saved(exc) from None
     return folder
+
+
+@contextlib.contextmanager
+def _results_folder():
+    """One request's results folder, removed whole if anything fails before all its files are written:
+    a person never gets, and the server never keeps, half of a request's results."""
+    folder = _results_dir()
+    try:
+        yield folder
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def _save(path: Path, data: bytes | str) -> str:
+    """Write a result under a temporary name and rename it when complete: no half-written file, ever,
+    under a name that is served; a write that fails (disk full ...) is one sentence."""
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        with open(partial, "wb") as handle:
+            handle.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.replace(partial, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+        raise _not_saved(exc) from None
+    return str(path)
 
 
 def _download_stem(names: list[str]) -> str:
@@ -300,15 +456,13 @@ def _download_stem(names: list[str]) -> str:
 def _write_downloads(payload: dict, folder: Path) -> list[str]:
     """JSON and CSV written straight into Gradio's cache, named after the records."""
     stem = _download_stem([record["file"] for record in payload["records"]])
-    json_path = folder / f"{stem}-ecgfm.json"
-    json_path.write_text(json.dumps(payload, indent=2, ensure_ascii=False), encoding="utf-8")
+    json_path = _save(folder / f"{stem}-ecgfm.json", json.dumps(payload, indent=2, ensure_ascii=False))
     predicted = [record for record in payload["records"] if "probabilities" in record]
     if not predicted:
-        return [str(json_path)]  # no prediction: the JSON still records what was read
-    csv_path = folder / f"{stem}-ecgfm.csv"
-    with open(csv_path, "w", newline="", encoding="utf-8") as handle:
-        write_csv(predicted, handle)
-    return [str(json_path), str(csv_path)]
+        return [json_path]  # no prediction: the JSON still records what was read
+    table = io.StringIO(newline="")
+    write_csv(predicted, table)
+    return [json_path, _save(folder / f"{stem}-ecgfm.csv", table.getvalue())]
 
 
 def _guarded(fn):
@@ -356,13 +510,12 @@ def api_plot(files, sampling_rate_hz=None, start_s=0.0, leads=None) -> list:
 
     entries = _read(files, sampling_rate_hz, start_s, leads)
     _all_failed(entries)
-    folder = _results_dir()
     images = []
-    for record, prepared in entries:
-        if prepared is not None:
-            path = folder / f"{reports.file_stem(record.name)}-ecg.png"
-            path.write_bytes(figure_to_png(ecgfm.plot_ecg(record, lead_status=prepared.lead_status)))
-            images.append((str(path), record.name))
+    with _results_folder() as folder:
+        for record, prepared in entries:
+            if prepared is not None:
+                png = figure_to_png(ecgfm.plot_ecg(record, lead_status=prepared.lead_status))
+                images.append((_save(folder / f"{reports.file_stem(record.name)}-ecg.png", png), record.name))
     return images
 
 
@@ -371,7 +524,9 @@ def api_report(files, sampling_rate_hz=None, start_s=0.0, leads=None) -> list[st
     """The one-page PDF report of each record; without weights it says why there are no findings."""
     entries = _read(files, sampling_rate_hz, start_s, leads)
     _all_failed(entries)
-    return _pdfs(_reports(entries)[0], _results_dir())
+    made = _reports(entries)[0]
+    with _results_folder() as folder:
+        return _pdfs(made, folder)
 
 
 def _reports(entries) -> tuple[list[reports.Report], dict | None]:
@@ -382,7 +537,7 @@ def _reports(entries) -> tuple[list[reports.Report], dict | None]:
         try:
             predictions = dict(zip(map(id, records), _predict(records)))
         except ECGFMError as exc:  # reading and drawing still work without weights
-            problem = str(exc)
+            problem = exc
     out = []
     for entry, prepared in entries:
         if prepared is None:
@@ -398,9 +553,7 @@ def _pdfs(made: list[reports.Report], folder: Path) -> list[str]:
     paths = []
     for report in made[:MAX_REPORTS]:
         if report.record is not None:
-            path = folder / f"{reports.file_stem(report.name)}-report.pdf"
-            path.write_bytes(reports.to_pdf(report))
-            paths.append(str(path))
+            paths.append(_save(folder / f"{reports.file_stem(report.name)}-report.pdf", reports.to_pdf(report)))
     return paths
 
 
@@ -410,13 +563,17 @@ def _esc(value) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _plain(problem: str | None) -> str | None:
+def _plain(problem: ECGFMError | None) -> str | None:
     """What a clinician is told when there is no model; the technical detail stays on the status banner."""
     if problem is None:
         return None
+    if isinstance(problem, WeightsUnavailableError):
+        return "the ECG-FM weights are not available on this server (see the notice at the top of the page)."
     if MODEL.status()["model_status"] == "loading":
         return "the model is still loading; analyse again in a minute."
-    return "the ECG-FM weights are not available on this server (see the notice at the top of the page)."
+    if MODEL.model is None:
+        return "the ECG-FM weights are not available on this server (see the notice at the top of the page)."
+    return str(problem).split(": ", 1)[-1]  # the model failed on these records (out of memory ...): its sentence
 
 
 def model_banner() -> str:
@@ -434,8 +591,9 @@ def model_banner() -> str:
 
 
 def _banner_tick():
-    loading = MODEL.status()["model_status"] == "loading"
-    return model_banner(), gr.Timer(active=loading)
+    """Until the model is loaded, the page asks again: a load that failed is retried, and recovers."""
+    loaded = MODEL.status()["model_status"] == "loaded"
+    return model_banner(), gr.Timer(active=not loaded)
 
 
 def _message_html(text: str, kind: str = "error") -> str:
@@ -450,8 +608,7 @@ def _page_html(made: list[reports.Report], folder: Path) -> str:
         png, url = None, None
         if report.record is not None:
             png = figure_to_png(ecgfm.plot_ecg(report.record, lead_status=report.lead_status), dpi=160)
-            path = folder / f"{reports.file_stem(report.name)}-ecg.png"
-            path.write_bytes(png)
+            path = _save(folder / f"{reports.file_stem(report.name)}-ecg.png", png)
             url = f"gradio_api/file={path}"  # relative: works under any root path
         cards.append(reports.to_html(report, anchor=f"ecgfm-record-{i + 1}", png=png, png_url=url,
                                      overview_png=reports.overview_png(report)))
@@ -482,10 +639,10 @@ def ui_analyse(files, sampling_rate_hz, start_s, leads, request: gr.Request = No
         examples = {Path(p).name for p in _paths(files) if _is_example_copy(Path(p))}  # by content, not name
         for report in made:
             report.dataset_label = _dataset_label(report.name) if report.name in examples else None
-        folder = _results_dir()
-        page = _page_html(made, folder)
-        downloads = _write_downloads(_payload(entries, predictions), folder) + _pdfs(made, folder)
-        downloads += sorted(str(p) for p in folder.glob("*-ecg.png"))
+        with _results_folder() as folder:
+            page = _page_html(made, folder)
+            downloads = _write_downloads(_payload(entries, predictions), folder) + _pdfs(made, folder)
+            downloads += sorted(str(p) for p in folder.glob("*-ecg.png"))
     except ECGFMError as exc:
         return "", gr.update(value=None, visible=False), gr.update(), _message_html(str(exc))
     except Exception as exc:  # a bug: one sentence on the page, the type in the log, never a traceback
@@ -686,6 +843,8 @@ def create_app() -> FastAPI:
             "versions": _versions(),
         }
 
+    app.add_middleware(_UploadWatch)
+    _start_deleting_unclaimed()
     return gr.mount_gradio_app(app, build_ui(), path="/", footer_links=["api", "settings"],
                                run_history=False, show_error=False, max_file_size=MAX_FILE_SIZE,
                                ssr_mode=False, css=CSS, theme=THEME)

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .errors import CheckpointError
+from .errors import CheckpointError, ECGFMError
 from .model import HALF_DTYPES, ECGFM, ModelDims, channels_last_taps, configure_threads, use_half_matmuls
 
 CLASSIFIER = "ecg_transformer_classifier"
@@ -45,6 +45,9 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.T
     except CheckpointError:
         raise
     except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+        if _cut_short(path):
+            raise CheckpointError(f"{name}: not a readable PyTorch checkpoint, the file ends too early "
+                                  "(truncated, or still being copied).") from None
         raise CheckpointError(f"{name}: not a readable PyTorch checkpoint ({_first_line(exc)}).") from None
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
         raise CheckpointError(f"{name}: not a fairseq_signals checkpoint (no 'model' weights inside).")
@@ -53,6 +56,17 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.T
         raise CheckpointError(f"{name}: the checkpoint has no model configuration ('cfg.model').")
     weights = {key: value for key, value in state["model"].items() if isinstance(value, torch.Tensor)}
     return dict(cfg["model"]), weights
+
+
+def _cut_short(path: Path) -> bool:
+    """A zip (as torch.save writes) whose end, where the zip's directory is, is missing."""
+    import zipfile
+
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(4) == b"PK\x03\x04" and not zipfile.is_zipfile(path)
+    except OSError:
+        return False
 
 
 def _safe_load(path: Path) -> Any:
@@ -261,7 +275,10 @@ def build_model(dims: ModelDims, state: dict[str, torch.Tensor], name: str = "ch
         if key in expected and tuple(tensor.shape) != tuple(expected[key].shape):
             raise CheckpointError(f"{name}: weight {key} has shape {tuple(tensor.shape)}, "
                                   f"expected {tuple(expected[key].shape)} from the configuration.")
-    state = {k: v.to(expected[k].dtype) if k in expected and v.is_floating_point() else v
+    # Copies, always: the tensors given may be memory-mapped from a checkpoint or cache file, and a
+    # model reading its weights from a file that is then truncated or rewritten would crash (SIGBUS)
+    # or silently change. The model owns its weights; the files are only read while loading.
+    state = {k: v.to(expected[k].dtype, copy=True) if k in expected and v.is_floating_point() else v.clone()
              for k, v in state.items()}
     state[_POS_CONV_OURS] = channels_last_taps(state[_POS_CONV_OURS])  # a no-op for a cached copy
     model.load_state_dict(state, strict=True, assign=True)
@@ -276,23 +293,78 @@ def load_checkpoint(path: str | Path, sha256: str | None = None, precision: str 
     weights-only safetensors file in the ecgfm cache, named by that hash, and later loads map that
     file instead: nothing to unpickle or convert, and only the weights the network uses are mapped.
     A half `precision` is cached the same way, so a later load in it never touches the fp32 weights.
+    When the checkpoint itself is read, its sha256 is checked again afterwards (at no cost unless
+    the file changed), so a file changed while loading is refused and never cached under the old hash.
+    The model holds its own copy of the weights: the files may change or go once it is loaded
+    (`source_change` then says so).
     """
-    name = Path(path).name
+    from .hub import file_identity
+
+    path = Path(path)
+    name = path.name
+    try:
+        identity = file_identity(path)
+    except OSError:
+        identity = None  # the cached copy alone may be enough
     layout = _CACHE_LAYOUT if precision == "fp32" else f"{_CACHE_LAYOUT}-{precision}"
+    model = None
     if sha256 and precision != "fp32":
         hit = _read_cached(_cache_path(sha256, layout), sha256, layout)
         if hit is not None:
-            return build_model(*hit, name, precision)
-    hit = _read_cached(_cache_path(sha256, _CACHE_LAYOUT), sha256, _CACHE_LAYOUT) if sha256 else None
-    if hit is None:
-        cfg, weights = read_checkpoint(path)
-        hit = convert_state_dict(weights, cfg, name)
-        if sha256:
+            model = build_model(*hit, name, precision)
+    if model is None:
+        hit = _read_cached(_cache_path(sha256, _CACHE_LAYOUT), sha256, _CACHE_LAYOUT) if sha256 else None
+        from_file = hit is None
+        if from_file:
+            cfg, weights = read_checkpoint(path)
+            hit = convert_state_dict(weights, cfg, name)
+            del cfg, weights
+        model = build_model(*hit, name, precision)
+        if from_file and sha256:
+            identity = _check_unchanged(path, sha256)
             _write_cached(_cache_path(sha256, _CACHE_LAYOUT), sha256, *hit, _CACHE_LAYOUT)
-    model = build_model(*hit, name, precision)
-    if sha256 and precision != "fp32":
-        _write_cached(_cache_path(sha256, layout), sha256, model.dims, model.state_dict(), layout)
+        del hit  # the memory maps of the files go with it
+        if sha256 and precision != "fp32":
+            _write_cached(_cache_path(sha256, layout), sha256, model.dims, model.state_dict(), layout)
+    model.source = (path.resolve(), identity)
     return model
+
+
+def _check_unchanged(path: Path, sha256: str) -> tuple[int, ...]:
+    """The file's identity, if it still has this sha256 (hashed again only if it changed since)."""
+    from .hub import sha256_and_identity
+
+    try:
+        digest, identity = sha256_and_identity(path)
+    except (OSError, ECGFMError):
+        digest, identity = None, None
+    if digest != sha256:
+        raise CheckpointError(f"{path.name}: the checkpoint file changed while it was being loaded (its sha256 "
+                              f"is no longer {sha256[:12]}…); load it again once it is complete.")
+    return identity
+
+
+def source_change(model: ECGFM) -> str | None:
+    """One sentence if the checkpoint file `model` was loaded from has been changed or deleted since; else None.
+
+    The model keeps its own copy of the weights, so it goes on giving the same results either way:
+    this only says that the file no longer holds what is in memory.
+    """
+    path, identity = getattr(model, "source", (None, None))
+    if path is None or identity is None:
+        return None
+    from .hub import file_identity
+
+    try:
+        now = file_identity(path)
+    except OSError:
+        now = None
+    if now == identity:
+        return None
+    digest = (getattr(model, "provenance", None) or {}).get("sha256")
+    held = f" (sha256 {digest[:12]}…)" if digest else ""
+    return (f"{path.name}: the weights file was {'deleted' if now is None else 'changed'} after it was loaded; "
+            f"the weights in memory{held} are still the ones used, until the model is loaded again.")
 
 
 # Bump when the converted key layout changes, so stale caches are ignored rather than misread.

@@ -34,8 +34,12 @@ def _local(path: Path) -> tuple[Path, dict]:
             f"{path.name}: the checkpoint file {path} does not exist; download ECG-FM's weights from "
             f"https://huggingface.co/{REPO_ID} and give the file's path (--checkpoint PATH, or "
             f"{CHECKPOINT_ENV['finetuned']}=PATH).")
-    return path, {"source": "local file", "repo": None, "revision": None,
-                  "file": path.name, "sha256": file_sha256(path)}
+    try:
+        digest = file_sha256(path)
+    except OSError as exc:  # gone or unreadable since: the same one sentence as any unusable file
+        raise WeightsUnavailableError(f"{path.name}: the checkpoint file {path} could not be read "
+                                      f"({exc.strerror or type(exc).__name__}).") from None
+    return path, {"source": "local file", "repo": None, "revision": None, "file": path.name, "sha256": digest}
 
 
 def _from_hub(filename: str) -> tuple[Path, dict]:
@@ -97,26 +101,58 @@ def _hub_problem(endpoint: str, revision: str) -> str | None:
 
 
 def file_sha256(path: Path) -> str:
-    """The file's sha256, remembered by path, size and modification time so a large file is hashed once."""
-    stat = path.stat()
-    key = f"{path}:{stat.st_size}:{stat.st_mtime_ns}"
+    """The file's sha256, remembered by the file's identity (see `file_identity`) so a large file is hashed once."""
+    return sha256_and_identity(path)[0]
+
+
+def file_identity(path: Path) -> tuple[int, ...]:
+    """What changes whenever the file does: its inode, size, modification and status-change times.
+
+    The status-change time (ctime) cannot be set back by a program, so a file rewritten in place
+    with its old size and modification time still looks changed; a file replaced by another has
+    another inode.
+    """
+    stat = os.stat(path)
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
+
+
+def sha256_and_identity(path: Path) -> tuple[str, tuple[int, ...]]:
+    """The file's sha256 and the identity it was computed for; hashed again whenever the identity changed."""
+    path = Path(path)
     cache_file = cache_dir() / "sha256.json"
     try:
         known = json.loads(cache_file.read_text())
     except (OSError, ValueError):
         known = {}
-    if key not in known:
+    for _ in range(3):
+        identity = file_identity(path)
+        key = f"{path}:" + ":".join(map(str, identity))
+        if key in known:
+            return known[key], identity
         digest = hashlib.sha256()
         with open(path, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 22), b""):
                 digest.update(block)
-        known[key] = digest.hexdigest()
+        if file_identity(path) == identity:
+            break
+        # written to while being read (still being copied in?): this hash belongs to no version of it
+    else:
+        raise WeightsUnavailableError(f"{path.name}: the file kept changing while its sha256 was computed; "
+                                      "wait until it is completely written.")
+    # one entry per path: an older identity of this file will not come back
+    known = {k: v for k, v in known.items() if not k.startswith(f"{path}:")}
+    known[key] = digest.hexdigest()
+    partial = cache_file.with_name(f"sha256.{os.getpid()}.{threading.get_ident()}.partial")
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text(json.dumps(known))
+        os.replace(partial, cache_file)  # another process reading it never sees half a file
+    except OSError:  # a read-only or full disk only costs hashing again next time
         try:
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            cache_file.write_text(json.dumps(known))
+            partial.unlink(missing_ok=True)
         except OSError:
-            pass  # a read-only home only costs re-hashing next time
-    return known[key]
+            pass
+    return known[key], identity
 
 
 def cache_dir() -> Path:

@@ -6,6 +6,7 @@ the app's `/read`) never pays for it.
 from __future__ import annotations
 
 import csv
+import logging
 import threading
 import time
 from concurrent.futures import Future
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     import torch
 
     from .model import ECGFM
+
+log = logging.getLogger("ecgfm.predict")
 
 DEFAULT_WINDOW_S = 10.0  # ECG-FM was trained on 10 s resting ECGs; longer recordings are windowed
 MAX_BATCH_SEGMENTS = 32  # bounds memory for long windows; results do not depend on it
@@ -129,7 +132,8 @@ class BatchingPredictor:
 
     A worker thread waits `wait_s` after the first caller arrives, then runs everything queued (up
     to `max_records` records) as one batch. If a batch fails, each caller's records are run alone,
-    so one bad request never fails another.
+    so one bad request never fails another. A caller whose own records fail gets an ECGFMError of
+    one sentence (running out of memory included), never the raw exception.
     """
 
     def __init__(self, model: ECGFM, max_records: int = 8, wait_s: float = 0.02, **options):
@@ -158,22 +162,70 @@ class BatchingPredictor:
                 while self._pending and (not batch or count + len(self._pending[0][0]) <= self.max_records):
                     batch.append(self._pending.pop(0))
                     count += len(batch[-1][0])
-            self._run(batch)
+            try:
+                self._run(batch)
+            except BaseException as error:  # noqa: BLE001 - the worker must outlive any batch
+                for records, future in batch:
+                    if not future.done():
+                        future.set_exception(_forward_failed(records, error))
 
     def _run(self, batch: list[tuple[list[ECGRecord], Future]]) -> None:
         try:
             results = predict(self.model, [r for records, _ in batch for r in records], **self.options)
-        except Exception:  # noqa: BLE001 - find whose records failed by running each caller alone
+        except Exception as error:  # noqa: BLE001 - find whose records failed by running each caller alone
+            _release_memory(error)
+            if len(batch) == 1:  # alone already: the same input would fail the same way
+                batch[0][1].set_exception(_forward_failed(batch[0][0], error))
+                return
             for records, future in batch:
                 try:
                     future.set_result(predict(self.model, records, **self.options))
-                except Exception as error:  # noqa: BLE001 - handed to that caller
-                    future.set_exception(error)
+                except Exception as own_error:  # noqa: BLE001 - handed to that caller, as one sentence
+                    _release_memory(own_error)
+                    future.set_exception(_forward_failed(records, own_error))
             return
         first = 0
         for records, future in batch:
             future.set_result(results[first:first + len(records)])
             first += len(records)
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    text = str(error).lower()
+    return isinstance(error, MemoryError) or "out of memory" in text or "not enough memory" in text
+
+
+def _release_memory(error: BaseException) -> None:
+    """After running out of GPU memory, give the cached blocks back before trying smaller batches."""
+    if _out_of_memory(error):
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _forward_failed(records: Sequence[ECGRecord], error: BaseException) -> ECGFMError:
+    """The caller's one sentence for its records' failure; an ECGFMError (a bad record) is passed on as it is.
+
+    The log gets the kind of failure only: nothing from the records, not even their names.
+    """
+    if isinstance(error, ECGFMError):
+        return error
+    names = [record.name for record in records]
+    named = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    these = "this record" if len(names) == 1 else f"these {len(names)} records"
+    if _out_of_memory(error):
+        log.warning("A request's forward pass ran out of memory (%s); that request alone got an error.",
+                    type(error).__name__)
+        message = (f"{named}: the server ran out of memory analysing {these}; send fewer records at once, "
+                   "or try again later.")
+    else:
+        log.error("A request's forward pass failed (%s); that request alone got an error.", type(error).__name__)
+        message = (f"{named}: the model failed while analysing {these} ({type(error).__name__}); try again, "
+                   "and tell the server's administrator if it happens again.")
+    failure = ECGFMError(message)
+    failure.__cause__ = error if isinstance(error, Exception) else None
+    return failure
 
 
 CSV_COLUMNS = ("file", "scope", "start_s", "end_s", "input_adequacy", "warnings", "model_sha256",
