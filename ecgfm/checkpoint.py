@@ -290,11 +290,12 @@ def load_checkpoint(path: str | Path, sha256: str | None = None, precision: str 
     """A ready-to-run model from a fairseq_signals ECG-FM checkpoint (finetuned or pretrained).
 
     With the file's `sha256` (as `ecgfm.hub` reports it), the converted weights are also kept as a
-    weights-only safetensors file in the ecgfm cache, named by that hash, and later loads map that
-    file instead: nothing to unpickle or convert, and only the weights the network uses are mapped.
+    weights-only safetensors file in the ecgfm cache, named by that hash, and later loads read that
+    file instead: nothing to unpickle or convert, and only the weights the network uses are read.
     A half `precision` is cached the same way, so a later load in it never touches the fp32 weights.
-    When the checkpoint itself is read, its sha256 is checked again afterwards (at no cost unless
-    the file changed), so a file changed while loading is refused and never cached under the old hash.
+    When the checkpoint itself is read, its sha256 is checked again afterwards (the remembered hash,
+    unless the file changed or was never hashed here, e.g. a Hub download named by its hash: then it
+    is hashed once), so a file changed while loading is refused and never cached under the old hash.
     The model holds its own copy of the weights: the files may change or go once it is loaded
     (`source_change` then says so).
     """
