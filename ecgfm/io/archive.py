@@ -7,8 +7,10 @@ from the (forgeable) sizes in the archive's directory. The caller removes the fo
 """
 from __future__ import annotations
 
+import lzma
 import stat
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from ..errors import ECGReadError
@@ -36,7 +38,7 @@ def extract(path: Path, dest: Path) -> list[Path]:
     fname = path.name
     try:
         zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError):
+    except (zipfile.BadZipFile, OSError, NotImplementedError, ValueError, EOFError):
         raise read_error(fname, "this is not a readable zip archive (corrupt or truncated).") from None
     out: list[Path] = []
     with zf:
@@ -63,6 +65,9 @@ def extract(path: Path, dest: Path) -> list[Path]:
             parts = tuple(p for p in posix.parts if p not in ("", "."))
             if not parts or _ignored(parts):
                 continue
+            if any(len(p.encode("utf-8", "surrogateescape")) > 255 for p in parts):
+                raise read_error(fname, f"the archive holds a file whose name is too long "
+                                   f"({parts[-1][:40]}...).")
             if (info.file_size > RATIO_MIN_BYTES
                     and info.file_size > MAX_RATIO * max(1, info.compress_size)):
                 raise read_error(fname, f"the archive member {parts[-1]} expands {info.file_size / max(1, info.compress_size):.0f} "
@@ -70,7 +75,11 @@ def extract(path: Path, dest: Path) -> list[Path]:
             target = dest.joinpath(*parts)
             if target.exists():
                 raise read_error(fname, f"the archive holds {'/'.join(parts)} twice.")
-            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+            except OSError:  # a member named like the folder of another
+                raise read_error(fname, f"the archive holds {'/'.join(parts[:-1])} both as a file "
+                                   "and as a folder.") from None
             written = 0
             try:
                 with zf.open(info) as src, open(target, "wb") as dst:
@@ -90,7 +99,8 @@ def extract(path: Path, dest: Path) -> list[Path]:
                         dst.write(chunk)
             except ECGReadError:
                 raise
-            except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError):
+            except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError,
+                    zlib.error, lzma.LZMAError, ValueError):
                 raise read_error(fname, f"the archive member {parts[-1]} cannot be extracted "
                                    "(corrupt, or compressed in an unsupported way).") from None
             out.append(target)
