@@ -71,7 +71,8 @@ def _channels(signal: np.ndarray, fname: str, fs: float | None, names, unit: str
 def read_npy(path: Path, *, fs: float | None = None, names_given: bool = False) -> RawRecord:
     fname = path.name
     try:
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
+        with np.errstate(over="ignore"):  # a shape whose size overflows fails quietly here
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
     except Exception:  # noqa: BLE001
         raise read_error(fname, "this is not a readable NumPy .npy array.") from None
     warnings: list[str] = []
@@ -110,7 +111,10 @@ def read_npz(path: Path, *, fs: float | None = None, names_given: bool = False) 
         rate_key = next((keys[k] for k in _RATE_KEYS if k in keys), None)
         if rate_key is not None:
             try:
-                rate = float(np.asarray(archive[rate_key]).ravel()[0])
+                value = np.asarray(archive[rate_key]).ravel()[0]
+                if np.iscomplexobj(value):  # not a rate (and casting it would warn)
+                    raise TypeError(rate_key)
+                rate = float(value)
             except Exception:  # noqa: BLE001
                 raise read_error(fname, f"the sampling rate '{rate_key}' is not a number.") from None
         names = None
