@@ -11,6 +11,7 @@ with a request for the header. MATLAB v7.3 (HDF5) files are read with h5py when 
 """
 from __future__ import annotations
 
+import io
 import math
 import struct
 import zlib
@@ -166,17 +167,19 @@ def _load(path: Path) -> dict:
 
     fname = path.name
     try:
-        head = path.read_bytes()[:128]
+        data = path.read_bytes()
     except OSError:
         raise read_error(fname, "the file cannot be opened.") from None
-    if head[:6] == b"MATLAB" and head[124:128] in (b"\x00\x01IM", b"\x01\x00MI"):  # v5
+    if data[:6] == b"MATLAB" and data[124:128] in (b"\x00\x01IM", b"\x01\x00MI"):  # v5
         try:
-            _check_v5(path.read_bytes())
+            _check_v5(data)
         except (_BadMat, struct.error, ValueError, OverflowError):
             raise read_error(fname, "this MATLAB .mat file is damaged (its contents do not hold "
                                "together), so it cannot be read.") from None
+    # scipy is given the bytes, not the file: it reads each variable with read(n), n taken from
+    # the file, and a buffered file allocates n bytes first (1.6 GB for a damaged v4 header).
     try:
-        info = sio.whosmat(str(path))
+        info = sio.whosmat(io.BytesIO(data))
     except NotImplementedError:
         return _load_v73(path)
     except Exception:  # noqa: BLE001
@@ -186,7 +189,7 @@ def _load(path: Path) -> dict:
             raise read_error(fname, f"the variable '{_name}' holds {int(np.prod(shape, dtype=np.float64))} "
                                "values, too many to be an ECG.")
     try:
-        return sio.loadmat(str(path), squeeze_me=False, struct_as_record=True)
+        return sio.loadmat(io.BytesIO(data), squeeze_me=False, struct_as_record=True)
     except Exception:  # noqa: BLE001
         raise read_error(fname, "this MATLAB .mat file is corrupt or truncated.") from None
 
