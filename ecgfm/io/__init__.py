@@ -614,15 +614,15 @@ def _finalize(raw: RawRecord, fname: str, fs_given, start_s, duration_s, is_wfdb
     kept = []
     for ch, kind, canonical in kinds:
         data = np.array(ch.data[:n], dtype=np.float64)
-        bad = ~np.isfinite(data)
+        bad = np.isnan(data)  # missing; an infinite value is one too large (an overflow), refused
         if bad.all():
             empty.append(ch.name)
             continue
+        _check_magnitude(data[~bad], fname, ch.name)
         if bad.any():
             good = np.flatnonzero(~bad)
             data[bad] = np.interp(np.flatnonzero(bad), good, data[good])
             filled.append(f"{canonical} ({int(bad.sum())})")
-        _check_magnitude(data, fname, ch.name)
         kept.append((replace(ch, data=data), kind, canonical))
     if not kept:
         raise ECGReadError(f"{fname}: the signal holds no valid samples (all are missing).")

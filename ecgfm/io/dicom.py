@@ -194,7 +194,8 @@ def _read_group(ds, group, name: str, fmt: str) -> ECGRecord:
         baseline = ch.get("ChannelBaseline")
         scale = float(sensitivity) * (1.0 if correction is None else float(correction))
         offset = 0.0 if baseline is None else float(baseline)
-        signal[i] = (codes[:, i].astype(np.float64) * scale + offset) * _MV_PER_UNIT[unit]
+        with np.errstate(over="ignore", invalid="ignore"):  # an absurd scale gives inf, refused later
+            signal[i] = (codes[:, i].astype(np.float64) * scale + offset) * _MV_PER_UNIT[unit]
         labels.append(_label(ch, i))
         stored = f"{float(sensitivity):g} {unit} per unit"
         if stored not in units:

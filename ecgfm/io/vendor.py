@@ -228,13 +228,16 @@ def _record_from_ecgdatakit(path: Path, kind: str, fs_exact: Callable | None = N
                            "combined into one recording.")
     warn: list[str] = []
     converted, stored_units = [], []
-    for lead in leads:
-        mv, stored = _lead_to_mv(lead, name)
-        converted.append(mv)
-        if stored not in stored_units:
-            stored_units.append(stored)
+    # An absurd scale (1e308 uV per unit) overflows to inf, which is then handled like any
+    # unreadable sample; numpy's overflow warnings are not for the caller.
+    with np.errstate(over="ignore", invalid="ignore"):
+        for lead in leads:
+            mv, stored = _lead_to_mv(lead, name)
+            converted.append(mv)
+            if stored not in stored_units:
+                stored_units.append(stored)
+        signal = _stack(converted, name, warn)
     labels = [str(lead.label) for lead in leads]
-    signal = _stack(converted, name, warn)
     missing = int(np.isnan(signal).sum())
     if missing:
         warn.append(f"{missing} samples are marked as missing in the file and are NaN.")
