@@ -80,11 +80,15 @@ SECRETS = (FIRST, LAST, SECOND_LAST, "98765-4321", "77123-90551", "Placeholder I
            *PHYSICIAN, TECHNICIAN, "Marigold-7", *BIRTH_FORMS)
 
 # The app's ECGFM_UPLOAD_GRACE_S in these tests. It must exceed the time one request takes to read
-# its files: the app counts the grace from the start of the read (app.py `_read` calls `_keep`
-# before reading), so a read longer than the grace finds its later files deleted ("the file does
-# not exist"). Requests here send at most BATCH_FILES files.
+# its files: the app counts the grace from the start of the read (app.py `_read` claims the files
+# with `_keep` before reading, and `_delete_unused` deletes them once the grace has passed since),
+# so a read longer than the grace finds its later files deleted ("the file does not exist").
+# Requests here send at most BATCH_FILES files, read in well under a second.
 GRACE_S = 4.0
 BATCH_FILES = 8
+# Uploads no request has claimed yet are deleted ECGFM_UNUSED_UPLOAD_S after they arrive (default:
+# the page's idle time): longer than sending one request's files takes on a busy machine.
+UNUSED_UPLOAD_S = 60.0
 PAGE_IDLE_S = 3.0
 APP_START_S = 90
 
@@ -984,7 +988,8 @@ class AppProcess:
                "GRADIO_TEMP_DIR": str(self.uploads), "TMPDIR": str(self.tmpdir), "GRADIO_ANALYTICS_ENABLED": "False",
                "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp / "hf-cache"), "ECGFM_CACHE": str(tmp / "ecgfm-cache"),
                "ECGFM_CHECKPOINT": str(checkpoint), "ECGFM_UPLOAD_GRACE_S": f"{GRACE_S:g}",
-               "ECGFM_PAGE_IDLE_S": f"{PAGE_IDLE_S:g}", "ECGFM_ORPHAN_AGE_S": "1", "PYTHONUNBUFFERED": "1"}
+               "ECGFM_PAGE_IDLE_S": f"{PAGE_IDLE_S:g}", "ECGFM_UNUSED_UPLOAD_S": f"{UNUSED_UPLOAD_S:g}",
+               "ECGFM_ORPHAN_AGE_S": "1", "PYTHONUNBUFFERED": "1"}
         self._log = open(self.log, "w")
         self.process = subprocess.Popen([sys.executable, "-c", LAUNCHER], cwd=REPO, env=env, stdout=self._log,
                                         stderr=subprocess.STDOUT)
