@@ -38,6 +38,7 @@ import shutil
 import threading
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import gradio as gr
@@ -159,6 +160,7 @@ MODEL = ModelHolder()
 
 _LAST_USE: dict[Path, tuple[float, float, float]] = {}  # upload -> (last use, keep for, last use wall clock)
 _SESSION_FILES: dict[str, set[Path]] = {}  # page session -> the uploads it used
+_READING: Counter[Path] = Counter()  # upload -> requests reading it right now
 _ARRIVED: dict[Path, list[float]] = {}  # upload -> when each upload of it that no request has used yet arrived
 _USE_LOCK = threading.Lock()
 
@@ -235,8 +237,8 @@ def _delete_unused(paths: list[Path]) -> None:
     for path in paths:
         with _USE_LOCK:
             last = _LAST_USE.get(path)
-            if last is None or time.monotonic() - last[0] < last[1] - 0.05:
-                continue  # used again since: that request's own timer deletes it
+            if last is None or time.monotonic() - last[0] < last[1] - 0.05 or _READING[path] > 0:
+                continue  # used again since, or being read: that request's own timer deletes it
             del _LAST_USE[path]
             if _ARRIVED.get(path):
                 continue  # uploaded again for a request not started yet: that one deletes it
@@ -358,11 +360,19 @@ def _read(files, fs, start_s, leads, keep_s: float = UPLOAD_GRACE_S, session: st
     # Claimed first, before anything can fail (bad options too): the files are then deleted after
     # keep_s whatever happens, and an earlier request's pending deletion skips them meanwhile.
     _keep(paths, keep_s, session, claim=True)
+    resolved = [Path(name).resolve() for name in paths]
+    with _USE_LOCK:
+        _READING.update(resolved)  # however long the read takes, no timer deletes these meanwhile
     try:
         fs, start_s, leads = _options(fs, start_s, leads)
         entries = ecgfm.read_ecgs(paths, fs=fs, leads=leads, start_s=start_s, duration_s=WINDOW_S,
                                   errors="return")
     finally:
+        with _USE_LOCK:
+            _READING.subtract(resolved)
+            for path in resolved:
+                if _READING[path] <= 0:
+                    del _READING[path]
         _keep(paths, keep_s, session)
     return [(entry, None if isinstance(entry, Exception) else ecgfm.prepare(entry)) for entry in entries]
 

@@ -482,3 +482,26 @@ def test_an_example_label_is_given_only_for_the_example_itself(tmp_path, monkeyp
     impostor.write_bytes(copy.read_bytes() + b"# another record\n")
     assert app_module._is_example_copy(copy) and not app_module._is_example_copy(impostor)
     assert app_module._dataset_label(entry["files"][0]) == entry["dataset_label"]
+
+
+def test_a_slow_read_keeps_its_files_until_it_is_done(tmp_path, monkeypatch):
+    import importlib
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    app_module = importlib.import_module("app")
+    csv_file = write_csv(Path(app_module._upload_dir()) / "upload-slow" / "slow.csv")
+    real_read = app_module.ecgfm.read_ecgs
+    seen = {}
+
+    def slow_read(paths, **options):
+        time.sleep(0.8)  # several times the grace below: the grace timer fires while this reads
+        seen["there"] = all(Path(p).exists() for p in paths)
+        return real_read(paths, **options)
+
+    monkeypatch.setattr(app_module.ecgfm, "read_ecgs", slow_read)
+    ((record, prepared),) = app_module._read([str(csv_file)], 250, 0, None, keep_s=0.2)
+    assert seen["there"] and prepared is not None and record.fs == 250
+    deadline = time.monotonic() + 5
+    while csv_file.exists() and time.monotonic() < deadline:  # and deleted after it, within the grace
+        time.sleep(0.1)
+    assert not csv_file.exists()
