@@ -262,11 +262,12 @@ def convert_state_dict(weights: dict[str, torch.Tensor], cfg: dict[str, Any],
 
 
 def build_model(dims: ModelDims, state: dict[str, torch.Tensor], name: str = "checkpoint",
-                precision: str = "fp32") -> ECGFM:
+                precision: str = "fp32", copy: bool = True) -> ECGFM:
     """An `ECGFM` holding these weights, built without a throwaway random initialisation.
 
     Each weight is cast to the dtype `precision` gives it (`model.use_half_matmuls`), so `state` may
-    be fp32 weights or a cached half-precision copy.
+    be fp32 weights or a cached half-precision copy. `copy=False` keeps tensors memory-mapped from
+    ecgfm's own weights cache as they are (no second copy of 361 MB); everything else is copied.
     """
     with torch.device("meta"):
         model = use_half_matmuls(ECGFM(dims), HALF_DTYPES.get(precision, torch.float32))
@@ -275,11 +276,10 @@ def build_model(dims: ModelDims, state: dict[str, torch.Tensor], name: str = "ch
         if key in expected and tuple(tensor.shape) != tuple(expected[key].shape):
             raise CheckpointError(f"{name}: weight {key} has shape {tuple(tensor.shape)}, "
                                   f"expected {tuple(expected[key].shape)} from the configuration.")
-    # Copies, always: the tensors given may be memory-mapped from a checkpoint or cache file, and a
-    # model reading its weights from a file that is then truncated or rewritten would crash (SIGBUS)
-    # or silently change. The model owns its weights; the files are only read while loading.
-    state = {k: v.to(expected[k].dtype, copy=True) if k in expected and v.is_floating_point() else v.clone()
-             for k, v in state.items()}
+    # Copied unless mapped from our own cache: tensors memory-mapped from the user's checkpoint file
+    # would crash the process (SIGBUS) or change silently if that file were truncated or rewritten.
+    state = {k: v.to(expected[k].dtype, copy=copy) if k in expected and v.is_floating_point()
+             else (v.clone() if copy else v) for k, v in state.items()}
     state[_POS_CONV_OURS] = channels_last_taps(state[_POS_CONV_OURS])  # a no-op for a cached copy
     model.load_state_dict(state, strict=True, assign=True)
     configure_threads()
@@ -296,8 +296,9 @@ def load_checkpoint(path: str | Path, sha256: str | None = None, precision: str 
     When the checkpoint itself is read, its sha256 is checked again afterwards (the remembered hash,
     unless the file changed or was never hashed here, e.g. a Hub download named by its hash: then it
     is hashed once), so a file changed while loading is refused and never cached under the old hash.
-    The model holds its own copy of the weights: the files may change or go once it is loaded
-    (`source_change` then says so).
+    The model never reads the checkpoint file once loaded: its weights are mapped from ecgfm's own
+    cache, or copied when there is no cache, so the checkpoint may change or go (`source_change`
+    then says so).
     """
     from .hub import file_identity
 
@@ -312,23 +313,30 @@ def load_checkpoint(path: str | Path, sha256: str | None = None, precision: str 
     if sha256 and precision != "fp32":
         hit = _read_cached(_cache_path(sha256, layout), sha256, layout)
         if hit is not None:
-            model = build_model(*hit, name, precision)
+            model = build_model(*hit, name, precision, copy=False)
     if model is None:
-        hit = _read_cached(_cache_path(sha256, _CACHE_LAYOUT), sha256, _CACHE_LAYOUT) if sha256 else None
-        from_file = hit is None
-        if from_file:
+        cached = _cache_path(sha256, _CACHE_LAYOUT)
+        hit = _read_cached(cached, sha256, _CACHE_LAYOUT) if sha256 else None
+        if hit is None:
             cfg, weights = read_checkpoint(path)
-            hit = convert_state_dict(weights, cfg, name)
+            converted = convert_state_dict(weights, cfg, name)
             del cfg, weights
-        model = build_model(*hit, name, precision)
-        if from_file and sha256:
-            identity = _check_unchanged(path, sha256)
-            _write_cached(_cache_path(sha256, _CACHE_LAYOUT), sha256, *hit, _CACHE_LAYOUT)
-        del hit  # the memory maps of the files go with it
+            if sha256:
+                identity = _check_unchanged(path, sha256)
+                _write_cached(cached, sha256, *converted, _CACHE_LAYOUT)
+                # Served from our own cache from now on, never from the user's file.
+                hit = _read_cached(cached, sha256, _CACHE_LAYOUT)
+            if hit is None:  # no cache (no hash, or a read-only disk): the model owns a copy
+                model = build_model(*converted, name, precision, copy=True)
+            del converted  # the memory maps of the checkpoint go with it
+        if model is None:
+            model = build_model(*hit, name, precision, copy=False)
+        del hit
         if sha256 and precision != "fp32":
             _write_cached(_cache_path(sha256, layout), sha256, model.dims, model.state_dict(), layout)
     model.source = (path.resolve(), identity)
     return model
+
 
 
 def _check_unchanged(path: Path, sha256: str) -> tuple[int, ...]:

@@ -175,8 +175,9 @@ def _mapped(paths: set[str]) -> list[tuple[int, int]]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux's /proc/self/maps")
-def test_a_model_never_reads_its_weights_from_a_file(tmp_path, monkeypatch):
-    """Mapped weights would crash the process (SIGBUS) when the file is truncated: none are mapped."""
+def test_a_model_never_reads_its_weights_from_the_checkpoint_file(tmp_path, monkeypatch):
+    """Weights mapped from the user's checkpoint would crash the process (SIGBUS) if it were truncated:
+    none are. They are mapped from ecgfm's own cache instead (no second copy in memory)."""
     monkeypatch.setenv("ECGFM_CACHE", str(tmp_path / "cache"))
     path = write_checkpoint(tmp_path / "c.pt")
     files = {str(path.resolve())}
@@ -186,11 +187,17 @@ def test_a_model_never_reads_its_weights_from_a_file(tmp_path, monkeypatch):
     digest = file_sha256(path)
     converted = load_checkpoint(path, sha256=digest)  # from the checkpoint, writing the cache
     cached = load_checkpoint(path, sha256=digest)  # from the safetensors cache
-    files |= {str(p.resolve()) for p in (tmp_path / "cache" / "weights").iterdir()}
-    for model in (converted, cached):
+    uncached = load_checkpoint(path)  # no hash, so no cache: the model owns a copy
+    for model in (converted, cached, uncached):
         ranges = _mapped(files)
         for name, tensor in model.state_dict().items():
             assert not any(low <= tensor.data_ptr() < high for low, high in ranges), name
+    path.write_bytes(b"")  # the user's file gone: every model still answers the same
+    x = torch.randn(1, 12, 2500)
+    with torch.inference_mode():
+        reference = uncached(x).logits
+        for model in (converted, cached):
+            torch.testing.assert_close(model(x).logits, reference)
 
 
 def test_a_file_rewritten_with_its_old_size_and_time_is_hashed_again(tmp_path, monkeypatch):
