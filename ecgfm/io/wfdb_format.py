@@ -127,6 +127,10 @@ def _check_files(header, directory: Path, hea: str) -> int:
     names = list(header.file_name or [])
     if not names:
         raise read_error(hea, "the header lists no signals.")
+    # wfdb builds a list of n_sig channel numbers before reading: 99999999999 would exhaust memory
+    if int(header.n_sig or 0) != len(names):
+        raise read_error(hea, f"the header declares {_count(header.n_sig, 'signal')} but "
+                         f"describes {len(names)}.")
     for name in dict.fromkeys(names):
         if "/" in name or "\\" in name or name in ("..", "."):
             raise read_error(hea, f"the header refers to a signal file outside its folder ({name}).")
@@ -159,6 +163,10 @@ def _check_files(header, directory: Path, hea: str) -> int:
             raise read_error(hea, "the header gives no record length for its compressed signal file.")
         sig_len = min(lengths)
     return int(sig_len)
+
+
+def _count(n, what: str) -> str:
+    return f"{n} {what}" if n == 1 else f"{n} {what}s"
 
 
 def _check_rate(fs, hea: str) -> float:
@@ -198,6 +206,10 @@ def read(header_path: Path, *, start_s: float = 0.0, duration_s: float | None = 
     segmented = getattr(header, "seg_name", None) is not None
     if segmented:
         values_per_frame = 1
+        most_signals = 0
+        if int(header.n_seg or 0) != len(header.seg_name):  # wfdb makes a list of n_seg first
+            raise read_error(hea, f"the header declares {_count(header.n_seg, 'segment')} but "
+                             f"lists {len(header.seg_name)}.")
         for seg_name in header.seg_name:
             if seg_name == "~":
                 continue
@@ -211,10 +223,14 @@ def read(header_path: Path, *, start_s: float = 0.0, duration_s: float | None = 
             except Exception:  # noqa: BLE001
                 raise read_error(hea, f"the segment header {seg_name}.hea is not a valid WFDB header.") from None
             _check_rate(seg.fs, f"{seg_name}.hea")
+            most_signals = max(most_signals, int(seg.n_sig or 0))
             if seg.file_name:
                 _check_files(seg, directory, f"{seg_name}.hea")
                 values_per_frame = max(values_per_frame,
                                        sum(int(s or 1) for s in seg.samps_per_frame))
+        if int(header.n_sig or 0) > most_signals:
+            raise read_error(hea, f"the header declares {_count(header.n_sig, 'signal')} but its "
+                             f"segments hold at most {most_signals}.")
         sig_len = int(header.sig_len if header.sig_len is not None else sum(header.seg_len))
     else:
         sig_len = _check_files(header, directory, hea)
