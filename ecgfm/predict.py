@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import torch
 
     from .model import ECGFM
+    from .probe import Probe
 
 log = logging.getLogger("ecgfm.predict")
 
@@ -56,6 +57,7 @@ class Prediction:
     adequacy: Adequacy
     embedding: np.ndarray | None = None   # [D], from the pretrained encoder, averaged over segments
     attention: np.ndarray | None = None   # [S, T, T], last layer, averaged over heads
+    probe_probabilities: dict[str, float] | None = None  # the user's own probe's, never ECG-FM's
 
     def to_dict(self) -> dict:
         """A JSON-serialisable form, as the CLI and the app's API return it."""
@@ -73,21 +75,29 @@ class Prediction:
             out["embedding"] = [float(v) for v in self.embedding]
         if self.attention is not None:
             out["attention"] = self.attention.tolist()
+        if self.probe_probabilities is not None:
+            out["probe_probabilities"] = self.probe_probabilities
         return out
 
 
 def predict(model: ECGFM, records: ECGRecord | Sequence[ECGRecord], *, embedder: ECGFM | None = None,
-            attention: bool = False, start_s: float = 0.0,
-            duration_s: float | None = DEFAULT_WINDOW_S) -> Prediction | list[Prediction]:
+            attention: bool = False, start_s: float = 0.0, duration_s: float | None = DEFAULT_WINDOW_S,
+            probe: Probe | None = None) -> Prediction | list[Prediction]:
     """ECG-FM's probabilities for one record (→ a Prediction) or several (→ a list, one forward).
 
     Each record is cut to the window [start_s, start_s + duration_s) first (None: all of it).
     `embedder` (the pretrained encoder) adds ECG-FM's 768-d embedding; `attention` adds the last
-    layer's attention map per segment, as ECG-FM's saliency notebook uses it.
+    layer's attention map per segment, as ECG-FM's saliency notebook uses it. `probe` (a linear
+    probe of your own labels, `ecgfm.probe`) adds its probabilities from that embedding, kept apart
+    from ECG-FM's (`Prediction.probe_probabilities`).
     """
     if model.head is None:
         raise ECGFMError("predict needs the finetuned classifier (load_model('finetuned')); the pretrained "
                          "encoder only gives embeddings, pass it as embedder=.")
+    if probe is not None:
+        if embedder is None:
+            raise ECGFMError("a probe reads ECG-FM's embeddings: give the pretrained encoder as embedder= too.")
+        probe.check_encoder(embedder.provenance)
     single = isinstance(records, ECGRecord)
     batch = [records] if single else list(records)
     prepared = [_prepare_window(record, start_s, duration_s) for record in batch]
@@ -112,6 +122,8 @@ def predict(model: ECGFM, records: ECGRecord | Sequence[ECGRecord], *, embedder:
             embedding=None if embeddings is None or not count else embeddings[first:first + count].mean(axis=0),
             attention=None if attn is None or not count else attn[first:first + count],
         ))
+        if probe is not None and results[-1].embedding is not None:
+            results[-1].probe_probabilities = probe.predict_proba(results[-1].embedding)
         first += count
     return results[0] if single else results
 

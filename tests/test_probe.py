@@ -352,3 +352,26 @@ def test_dataset_workflow_from_the_command_line(tmp_path, capsys):
     assert len(predicted) == 48 and list(predicted.columns) == ["id", "lead_I_inverted"]
     truth = predicted["id"].map(labels_by_id)
     assert predicted.loc[truth == 1, "lead_I_inverted"].mean() > predicted.loc[truth == 0, "lead_I_inverted"].mean() + 0.3
+
+
+def test_predict_applies_a_probe_apart_from_ecgfms_findings(tmp_path, fitted, cohort):
+    probe, _ = fitted
+    folder = tmp_path
+    classifier = ecgfm.load_model(write_checkpoint(folder / "classifier.pt", seed=1), device="cpu")
+    encoder = ecgfm.load_model(write_checkpoint(folder / "encoder.pt", "wav2vec2_cmsc", seed=2), device="cpu")
+    assert encoder.provenance["sha256"] == cohort["encoder_sha256"]
+    rng = np.random.default_rng(3)
+    records = [synthetic_ecg("upright", 70.0, False, rng), synthetic_ecg("flipped", 70.0, True, rng)]
+    results = ecgfm.predict(classifier, records, embedder=encoder, probe=probe)
+    for result in results:
+        expected = probe.predict_proba(result.embedding)
+        assert result.probe_probabilities == pytest.approx(expected)
+        assert set(result.probe_probabilities) == {"fast", "lead_I_inverted"}
+        assert set(result.probabilities) == set(ecgfm.LABEL_NAMES)  # ECG-FM's own, unchanged
+        assert result.to_dict()["probe_probabilities"] == result.probe_probabilities
+    assert results[1].probe_probabilities["lead_I_inverted"] > results[0].probe_probabilities["lead_I_inverted"]
+    with pytest.raises(ECGFMError, match="embedder"):
+        ecgfm.predict(classifier, records[0], probe=probe)
+    other = ecgfm.load_model(write_checkpoint(folder / "other.pt", "wav2vec2_cmsc", seed=9), device="cpu")
+    with pytest.raises(ECGFMError):
+        ecgfm.predict(classifier, records[0], embedder=other, probe=probe)
