@@ -472,6 +472,8 @@ def main() -> None:
     args = parser.parse_args()
 
     repo = args.repo.resolve()
+    if args.checkpoint is not None and not args.checkpoint.is_file():
+        parser.error(f"--checkpoint {args.checkpoint}: no such file")
     duration_s = args.minutes * 60
     warmup_s = min(args.warmup_min * 60, 0.25 * duration_s)
     hard_limit_s = START_TIMEOUT_S + duration_s + REQUEST_TIMEOUT_S + 2 * (args.grace_s + args.orphan_age_s) + 180
@@ -621,6 +623,8 @@ def main() -> None:
             app.wait()
         log.close()
         dog.cancel()
+        if sys.exc_info()[0] is not None and not args.keep:  # a failed start: its message has the log's end
+            shutil.rmtree(tmp, ignore_errors=True)
     log_text = log_path.read_text(errors="replace")
 
     kinds = {}
@@ -738,7 +742,7 @@ def summary(r: dict) -> str:
         lines.append(f"left {title}: {c['uploaded_files']} uploads{f' ({by_kind})' if by_kind else ''}, "
                      f"{c['tmp_files']} tmp* ({c['tmp_files_older_than_orphan_age']} older than ORPHAN_AGE_S, "
                      f"{c['tmp_bytes']} bytes), {c['results_folders']} "
-                     f"ecgfm-results-* ({c['results_mb']} MB, swept by delete_cache after 15 min), "
+                     f"ecgfm-results-* ({c['results_mb']} MB, left to delete_cache: 15 min), "
                      f"{c['example_copies']} example copies, {c['empty_upload_folders']} empty upload folders, "
                      f"{c['other_in_uploads']} other; ecgfm cache {c['ecgfm_cache_files']} files")
     lines.append(f"log: {r['log']['tracebacks']} tracebacks, file names in log: {r['log']['file_names_in_log'] or 'none'}")
