@@ -247,9 +247,9 @@ def _delete_unused(paths: list[Path]) -> None:
         try:
             if path.stat().st_mtime > last[2]:
                 continue  # stored again by a newer upload of the same bytes, not yet used: its request deletes it
+            # Only the file: Gradio may be storing an identical upload into its folder right now, and
+            # would fail (logging the path) if the folder went; empty folders go with delete_cache.
             path.unlink(missing_ok=True)
-            if path.parent != root and not any(path.parent.iterdir()):
-                path.parent.rmdir()
         except OSError:
             pass
     _delete_orphans(root)
@@ -310,9 +310,7 @@ def _delete_unclaimed() -> None:
             try:
                 if path.stat().st_mtime > cutoff or _is_example_copy(path):
                     continue  # stored again just now (its arrival is being noted), or an example's copy
-                path.unlink()
-                if path.parent != root and not any(path.parent.iterdir()):
-                    path.parent.rmdir()
+                path.unlink()  # the file only, as in _delete_unused
             except OSError:
                 pass
     _delete_orphans(root)

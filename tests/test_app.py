@@ -280,7 +280,7 @@ def test_uploads_of_the_page_stay_while_used_and_go_when_closed(tmp_path, monkey
     time.sleep(0.6)
     assert kept.exists() and not closed.exists()
     time.sleep(1.3)
-    assert not kept.exists() and not folder.exists()
+    assert not kept.exists() and folder.is_dir()  # the folder stays: Gradio may be storing into it
 
 
 def test_one_bad_file_does_not_sink_the_others(client, files, reference_model, tmp_path):

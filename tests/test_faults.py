@@ -424,7 +424,7 @@ def test_an_upload_no_request_claims_is_deleted_after_the_unused_time(tmp_path, 
     assert forgotten.exists() and in_use.exists()  # too recent
     time.sleep(0.5)
     app_module._delete_unclaimed()
-    assert not forgotten.exists() and not forgotten.parent.exists()
+    assert not forgotten.exists()  # its folder stays: Gradio may be storing into it
     assert in_use.exists()  # its own request's timer deletes it
 
 
