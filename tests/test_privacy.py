@@ -32,7 +32,6 @@ import logging
 import os
 import re
 import shutil
-import socket
 import struct
 import subprocess
 import sys
@@ -40,7 +39,6 @@ import tempfile
 import threading
 import time
 import traceback
-import urllib.request
 import warnings
 import xml.etree.ElementTree as ET
 import zlib
@@ -56,6 +54,7 @@ import ecgfm
 from ecgfm import report as reports
 from ecgfm.io.record import STANDARD_LEADS
 from tests.fairseq_layout import write_checkpoint
+from tests.test_app import free_port, get_json
 
 REPO = Path(__file__).resolve().parents[1]
 LEADS = list(STANDARD_LEADS)
@@ -953,17 +952,6 @@ def run_cli(cases: list[Case], checkpoint: Path, folder: Path, outputs: Outputs,
             outputs.add_file("cli --report", path, names.get(stem))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def get_json(url: str, timeout: float = 10) -> dict:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        return json.loads(response.read())
-
-
 # The app, as `python app.py` runs it, with the root logger at DEBUG and pydicom's debugging on:
 # app.main's logging.basicConfig(INFO) then finds a handler and changes nothing.
 LAUNCHER = ("import logging, runpy, sys\n"
@@ -1360,7 +1348,7 @@ def test_the_page_shows_no_identifier_and_keeps_files_only_while_used(synthetic,
     assert gone, "the page's uploads were not deleted"
     gone_after = gone[0] - uses[-1][0]  # the last use: when the analysis had read the files
     assert idle_s - 0.2 <= gone_after <= idle_s + 5, f"deleted {gone_after:.1f} s after the last use"
-    assert not upload.exists()
+    assert not [p for p in upload.rglob("*") if p.is_file()]  # the folder may stay: Gradio may be storing into it
     assert app_module.build_ui().delete_cache == (300, 900)  # README: every 5 min, files older than 15 min
     readme = " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
     source = (REPO / "app.py").read_text(encoding="utf-8")
