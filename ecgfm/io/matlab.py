@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import math
 import struct
+import warnings
 import zlib
 from pathlib import Path
 
@@ -75,9 +76,7 @@ def _check_v5(data: bytes) -> None:
     scipy (1.17) indexes a C table with the type code of a numeric element without checking it,
     so a single damaged byte crashes the whole process (scipy PR 25349); this walk runs first.
     """
-    if len(data) < 128 or data[126:128] not in (b"IM", b"MI"):
-        raise _BadMat
-    order = "<" if data[126:128] == b"IM" else ">"
+    order = "<" if data[126:128] == b"IM" else ">"  # as scipy decides it
 
     def element(buf: bytes, pos: int, end: int) -> tuple[int, bytes, int]:
         if pos + 8 > end:
@@ -162,6 +161,15 @@ def _check_v5(data: bytes) -> None:
         pos += 8 + len(payload)  # scipy goes on right after a variable, padded or not
 
 
+def _read_as_v5(data: bytes) -> bool:
+    """Whether scipy will read `data` as MAT v5, decided as scipy decides it (whatever the text
+    at the start says): no zero in the first 4 bytes, major version 1 at offset 124 or 125."""
+    if len(data) < 128 or 0 in data[:4]:
+        return False
+    version = data[124:128]
+    return version[1 if version[2] == ord("I") else 0] == 1
+
+
 def _load(path: Path) -> dict:
     import scipy.io as sio
 
@@ -170,7 +178,7 @@ def _load(path: Path) -> dict:
         data = path.read_bytes()
     except OSError:
         raise read_error(fname, "the file cannot be opened.") from None
-    if data[:6] == b"MATLAB" and data[124:128] in (b"\x00\x01IM", b"\x01\x00MI"):  # v5
+    if _read_as_v5(data):
         try:
             _check_v5(data)
         except (_BadMat, struct.error, ValueError, OverflowError):
@@ -178,18 +186,24 @@ def _load(path: Path) -> dict:
                                "together), so it cannot be read.") from None
     # scipy is given the bytes, not the file: it reads each variable with read(n), n taken from
     # the file, and a buffered file allocates n bytes first (1.6 GB for a damaged v4 header).
+    # scipy's warnings quote variable names and header text from the file: never passed on.
     try:
-        info = sio.whosmat(io.BytesIO(data))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            info = sio.whosmat(io.BytesIO(data))
     except NotImplementedError:
         return _load_v73(path)
     except Exception:  # noqa: BLE001
         raise read_error(fname, "this is not a readable MATLAB .mat file.") from None
     for _name, shape, _cls in info:
         if int(np.prod(shape, dtype=np.float64)) > MAX_VALUES:
-            raise read_error(fname, f"the variable '{_name}' holds {int(np.prod(shape, dtype=np.float64))} "
+            shown = "".join(ch if ch.isprintable() else "?" for ch in str(_name))[:40]
+            raise read_error(fname, f"the variable '{shown}' holds {int(np.prod(shape, dtype=np.float64))} "
                                "values, too many to be an ECG.")
     try:
-        return sio.loadmat(io.BytesIO(data), squeeze_me=False, struct_as_record=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return sio.loadmat(io.BytesIO(data), squeeze_me=False, struct_as_record=True)
     except Exception:  # noqa: BLE001
         raise read_error(fname, "this MATLAB .mat file is corrupt or truncated.") from None
 
