@@ -299,7 +299,8 @@ def read(path: Path, *, fs: float | None = None, names_given: bool = False) -> R
         rate = float(fs)
     if rate is None:
         raise read_error(fname, "the file does not state its sampling rate; give the sampling rate (fs).")
-    data = orient(signal.astype(np.float64, copy=False), fname, names)
+    with np.errstate(invalid="ignore"):  # a signalling NaN warns as it widens; it stays missing
+        data = orient(signal.astype(np.float64, copy=False), fname, names)
     if data.shape[1] == 0:
         raise read_error(fname, "the ECG variable holds no samples.")
     n = data.shape[0]

@@ -64,7 +64,9 @@ def _channels(signal: np.ndarray, fname: str, fs: float | None, names, unit: str
         names, assumed = names_for_unnamed(fname, n, "rows", names_given)
         warnings.extend([assumed] if assumed else [])
     scale = voltage_scale(unit) if unit else None
-    return [Channel(name=names[i], data=data[i].astype(np.float64), fs=float(fs), unit=unit,
+    with np.errstate(invalid="ignore"):  # a signalling NaN warns as it widens; it stays missing
+        rows = [data[i].astype(np.float64) for i in range(n)]
+    return [Channel(name=names[i], data=rows[i], fs=float(fs), unit=unit,
                     scale=scale) for i in range(n)], unnamed
 
 
