@@ -1373,3 +1373,14 @@ def test_mat_read_as_v4_after_damage_says_one_clean_sentence():
     for cut in (118, 127):
         error = run_case({"rec.mat": blob[cut:]})  # one sentence, no warning: checked
         assert isinstance(error, ECGReadError)
+
+
+def test_float32_signalling_nans_leak_no_warning():
+    # Found by test_header_field_mutations[npy] (a random run): float64 data read as '<f4' holds
+    # signalling NaNs, and widening them to float64 leaked "invalid value encountered in cast".
+    x = _mv(12, N).astype(np.float32)
+    x.view(np.uint32)[0, :5] = 0x7FA00000  # signalling NaN
+    for files in ({"rec.npy": build_npy(x)}, {"rec.mat": build_mat({"ecg": x, "fs": FS})}):
+        records = run_case(files, fs=FS)  # no warning reaches the caller: checked
+        assert not isinstance(records, ECGReadError), records
+        assert any("Missing samples were filled" in w for w in records[0].warnings)
