@@ -44,6 +44,27 @@ def check_file_size(path: Path, limit_bytes: int, what: str) -> int:
     return size
 
 
+@dataclass(frozen=True)
+class DeviceReport:
+    """What the recording device stored in the file about its own reading of the ECG: the cart's
+    measurements and interpretation statements, shown beside ECG-FM's output and never mixed with it.
+
+    `measurements` uses the keys of `ecgfm.measure` (heart_rate in bpm; pr, qrs, qt, qtc,
+    qtc_bazett, qtc_fridericia in ms; p_axis, qrs_axis, t_axis in degrees; `qtc` when the device does
+    not say which correction it used). `statements` never carry names or IDs (the readers drop
+    lines such as "Confirmed by ..."). `source` names the algorithm or device family, e.g.
+    "GE MUSE (12SL)".
+    """
+
+    source: str
+    measurements: dict[str, float] = field(default_factory=dict)
+    statements: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "measurements": dict(self.measurements),
+                "statements": list(self.statements)}
+
+
 @dataclass
 class ECGRecord:
     """An ECG in millivolts, with everything a reader learnt about it and nothing about the patient.
@@ -70,6 +91,7 @@ class ECGRecord:
     extra_leads: dict[str, np.ndarray] = field(default_factory=dict)
     start_s: float = 0.0
     total_duration_s: float | None = None
+    device_report: DeviceReport | None = None
 
     def __post_init__(self) -> None:
         self.signal = np.asarray(self.signal, dtype=np.float32)
