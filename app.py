@@ -25,6 +25,8 @@ which `delete_cache` empties on a schedule; the browser keeps no run history; no
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import errno
 import functools
 import hashlib
@@ -39,6 +41,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import gradio as gr
@@ -75,6 +78,27 @@ RETRY_LOAD_AFTER_S = float(os.environ.get("ECGFM_RETRY_LOAD_S", "60"))
 MAX_REPORTS = 8  # PDF reports made per page analysis (each takes about a second)
 
 log = logging.getLogger("ecgfm.app")
+
+
+# --- a long-running server: keep its memory and open files flat ---------------------------------
+
+# Matplotlib caches fonts per thread (each an open font file), and the request threads come and go:
+# all drawing happens in this one thread, so the fonts are opened once.
+_DRAWER = ThreadPoolExecutor(1, thread_name_prefix="ecgfm-draw")
+
+
+def _drawn(fn, *args, **kwargs):
+    return _DRAWER.submit(fn, *args, **kwargs).result()
+
+
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if ctypes.util.find_library("c") else None
+
+
+def _return_freed_memory() -> None:
+    """glibc keeps what a request freed in per-thread arenas, so the resident size of a server that
+    reads many files creeps up; malloc_trim hands the free pages back to the system (a few ms)."""
+    if _LIBC is not None and hasattr(_LIBC, "malloc_trim"):
+        _LIBC.malloc_trim(0)
 
 
 # --- the model: loaded once per process, in the background ---------------------------------------
@@ -487,6 +511,8 @@ def _guarded(fn):
             log.error("Unexpected %s in %s.", type(exc).__name__, fn.__name__)
             raise gr.Error(f"Something went wrong on the server ({type(exc).__name__}); the files could "
                            "not be processed.", print_exception=False) from None
+        finally:
+            _return_freed_memory()
     return wrapper
 
 
@@ -522,7 +548,7 @@ def api_plot(files, sampling_rate_hz=None, start_s=0.0, leads=None) -> list:
     with _results_folder() as folder:
         for record, prepared in entries:
             if prepared is not None:
-                png = figure_to_png(ecgfm.plot_ecg(record, lead_status=prepared.lead_status))
+                png = _drawn(lambda: figure_to_png(ecgfm.plot_ecg(record, lead_status=prepared.lead_status)))
                 images.append((_save(folder / f"{reports.file_stem(record.name)}-ecg.png", png), record.name))
     return images
 
@@ -561,7 +587,8 @@ def _pdfs(made: list[reports.Report], folder: Path) -> list[str]:
     paths = []
     for report in made[:MAX_REPORTS]:
         if report.record is not None:
-            paths.append(_save(folder / f"{reports.file_stem(report.name)}-report.pdf", reports.to_pdf(report)))
+            paths.append(_save(folder / f"{reports.file_stem(report.name)}-report.pdf",
+                               _drawn(reports.to_pdf, report)))
     return paths
 
 
@@ -615,11 +642,12 @@ def _page_html(made: list[reports.Report], folder: Path) -> str:
     for i, report in enumerate(made):
         png, url = None, None
         if report.record is not None:
-            png = figure_to_png(ecgfm.plot_ecg(report.record, lead_status=report.lead_status), dpi=160)
+            png = _drawn(lambda: figure_to_png(ecgfm.plot_ecg(report.record, lead_status=report.lead_status),
+                                               dpi=160))
             path = _save(folder / f"{reports.file_stem(report.name)}-ecg.png", png)
             url = f"gradio_api/file={path}"  # relative: works under any root path
         cards.append(reports.to_html(report, anchor=f"ecgfm-record-{i + 1}", png=png, png_url=url,
-                                     overview_png=reports.overview_png(report)))
+                                     overview_png=_drawn(reports.overview_png, report)))
     nav = ""
     if len(made) > 1:
         nav = ('<nav class="records"><b>Records:</b> ' + "".join(
@@ -658,6 +686,8 @@ def ui_analyse(files, sampling_rate_hz, start_s, leads, request: gr.Request = No
         return ("", gr.update(value=None, visible=False), gr.update(),
                 _message_html(f"Something went wrong on the server ({type(exc).__name__}); the files could not "
                               "be processed."))
+    finally:
+        _return_freed_memory()
     failed = [r.name for r in made if r.error is not None]
     provenance = next((p.provenance for p in (predictions or {}).values()), None) or MODEL.provenance()
     summary = (f"Analysed {len(made) - len(failed)} of {len(made)} record{'s' if len(made) != 1 else ''}"
