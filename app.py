@@ -76,6 +76,9 @@ UNUSED_UPLOAD_S = float(os.environ.get("ECGFM_UNUSED_UPLOAD_S", str(PAGE_IDLE_S)
 # /health asks for the model: the app recovers without a restart once the weights can be had.
 RETRY_LOAD_AFTER_S = float(os.environ.get("ECGFM_RETRY_LOAD_S", "60"))
 MAX_REPORTS = 8  # PDF reports made per page analysis (each takes about a second)
+# A linear probe of the server owner's own labels (`ecgfm probe fit --out DIR`), shown beside ECG-FM's
+# findings and labelled as theirs; it needs ECG-FM's pretrained encoder too, loaded with the model.
+PROBE_DIR = os.environ.get("ECGFM_PROBE") or None
 
 log = logging.getLogger("ecgfm.app")
 
@@ -119,6 +122,7 @@ class ModelHolder:
         self.model = None
         self.batcher = None  # runs concurrent requests' records in one forward pass
         self.error: str | None = None
+        self.probe_error: str | None = None  # why a configured probe is not applied (ECG-FM still is)
 
     def start(self) -> None:
         with self._lock:
@@ -131,7 +135,7 @@ class ModelHolder:
     def _load(self) -> None:
         try:
             model = ecgfm.load_model("finetuned", precision=PRECISION)
-            self.batcher = BatchingPredictor(model, max_records=MAX_BATCH_RECORDS)
+            self.batcher = BatchingPredictor(model, max_records=MAX_BATCH_RECORDS, **self._probe_options())
             self.model = model
             log.info("ECG-FM weights loaded (%s)%s.", model.provenance.get("file"),
                      " after an earlier attempt failed" if self._last_error else "")
@@ -143,6 +147,23 @@ class ModelHolder:
         self._failed_at = time.monotonic()
         self.error = error
         log.warning("ECG-FM weights not loaded: %s", error)
+
+    def _probe_options(self) -> dict:
+        """The probe and the encoder it reads, or nothing (and why) when they cannot be had."""
+        if PROBE_DIR is None:
+            return {}
+        from ecgfm.probe import Probe
+
+        try:
+            probe = Probe.load(PROBE_DIR)
+            encoder = ecgfm.load_model("pretrained", precision=PRECISION)
+            probe.check_encoder(encoder.provenance)
+        except ECGFMError as exc:
+            self.probe_error = f"The configured probe is not applied: {exc}"
+            log.warning("%s", self.probe_error)
+            return {}
+        self.probe_error = None
+        return {"embedder": encoder, "probe": probe}
 
     def get(self, wait_s: float = MODEL_WAIT_S):
         """The model, or an ECGFMError saying why there is none."""
@@ -161,7 +182,8 @@ class ModelHolder:
         if self.model is not None:
             from ecgfm.checkpoint import source_change
 
-            return {"model_loaded": True, "model_status": "loaded", "reason": source_change(self.model)}
+            return {"model_loaded": True, "model_status": "loaded", "reason": source_change(self.model),
+                    **({"probe": "applied" if self.probe_error is None else self.probe_error} if PROBE_DIR else {})}
         if self.error:
             return {"model_loaded": False, "model_status": "unavailable", "reason": self.error}
         if self._last_error:
@@ -615,7 +637,11 @@ def model_banner() -> str:
     """Before any upload: whether predictions are available, in plain words, the detail one click away."""
     status = MODEL.status()
     if status["model_status"] == "loaded":
-        return ""
+        if status.get("probe", "applied") == "applied":
+            return ""
+        return ('<div class="model-status loading" role="status">ECG-FM is ready, but the probe this server '
+                'is configured with is not applied, so only ECG-FM\'s findings are shown.'
+                f'<details><summary>Technical detail</summary><code>{_esc(status["probe"])}</code></details></div>')
     if status["model_status"] == "loading":
         return ('<div class="model-status loading" role="status">The ECG-FM model is loading. You can add '
                 'ECG files now; findings are given once it is ready.</div>')

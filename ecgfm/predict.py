@@ -108,6 +108,8 @@ def predict(model: ECGFM, records: ECGRecord | Sequence[ECGRecord], *, embedder:
 
     results, first = [], 0
     provenance = describe(model, embedder)
+    if probe is not None:
+        provenance["probe"] = probe.identity()
     for record, prep in zip(batch, prepared):
         count = len(prep.segments)
         per_segment = probabilities[first:first + count]

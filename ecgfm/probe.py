@@ -104,6 +104,14 @@ class Probe:
             return {name: float(p[0, i]) for i, name in enumerate(self.labels)}
         return {name: p[:, i] for i, name in enumerate(self.labels)}
 
+    def identity(self) -> dict:
+        """What a result says of the probe that produced it, so that its numbers can be traced and
+        judged: its labels, weights' sha256, training size and held-out AUROC per label."""
+        metrics = self.card.get("metrics") or {}
+        return {"labels": list(self.labels), "weights_sha256": (self.card.get("weights") or {}).get("sha256"),
+                "n_train": self.card.get("n_train"), "created": self.card.get("created"),
+                "auroc": {name: (metrics.get(name) or {}).get("auroc") for name in self.labels}}
+
     def save(self, folder: str | os.PathLike) -> Path:
         """Write `probe.safetensors` (mean, scale, weight, bias; float64) and `probe.json` (the card)."""
         from safetensors.numpy import save_file

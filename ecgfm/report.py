@@ -29,6 +29,8 @@ PROBABILITY_NOTE = ("Each probability is the model's output for that finding on 
                     "0 and 1; no threshold is applied. The baseline is how often the finding occurs in "
                     "the MIMIC-IV-ECG training data.")
 LIMITED_NOTE = "Not reliable for this input"
+PROBE_NOTE = ("A linear probe fitted on ECG-FM's embeddings with its owner's own labels (the person who set it "
+              "up, not ECG-FM's authors): its outputs are that probe's, not ECG-FM's findings.")
 _PREVALENCE = {label.name: label for label in LABELS}
 
 
@@ -56,6 +58,8 @@ class Report:
     error: str | None = None  # the file could not be read at all
     overview: ECGRecord | None = None  # the whole recording, when it is longer than the window analysed
     dataset_label: str | None = None  # what the recording's source dataset says of it, shown apart
+    probe: list[tuple[str, float]] = field(default_factory=list)  # the user's own probe, never ECG-FM's
+    probe_identity: dict | None = None  # `Probe.identity()`: labels, weights sha256, training size, AUROC
 
     @property
     def level(self) -> str:
@@ -158,6 +162,9 @@ def build(record: ECGRecord, prepared: PreparedECG, prediction=None, *, model_pr
                               for name, p in prediction.probabilities.items()), key=lambda f: -f.probability)
     report.segments = [{"start_s": s.start_s, "end_s": s.end_s, "probabilities": s.probabilities}
                        for s in prediction.segments]
+    if prediction.probe_probabilities is not None:
+        report.probe = list(prediction.probe_probabilities.items())
+        report.probe_identity = prediction.provenance.get("probe")
     return report
 
 
@@ -228,6 +235,8 @@ def to_html(report: Report, anchor: str, png: bytes | None = None, png_url: str 
         parts.append(_findings_html(report))
     else:
         parts.append(f'<div class="no-findings">{_e(report.no_findings)}</div>')
+    if report.probe:
+        parts.append(_probe_html(report))
     parts.append("<h3>What was read</h3>" + _rows_html(report.facts, "read"))
     if report.warnings:
         items = "".join(f"<li>{_e(w)}</li>" for w in report.warnings)
@@ -273,6 +282,20 @@ def _findings_html(report: Report) -> str:
             f'<details class="segments"><summary>Probabilities per 5 s segment ({len(report.segments)})</summary>'
             f'<div class="table-scroll"><table><thead><tr><th>Segment</th>{head}</tr></thead>'
             f'<tbody>{segs}</tbody></table></div></details>')
+
+
+def _probe_html(report: Report) -> str:
+    identity = report.probe_identity or {}
+    auroc = identity.get("auroc") or {}
+    rows = "".join(f'<tr><td>{_e(name)}</td><td class="prob">{p:.3f}</td>'
+                   f'<td>{"—" if auroc.get(name) is None else f"{auroc[name]:.3f}"}</td></tr>'
+                   for name, p in report.probe)
+    trained = f"fitted on {identity['n_train']} records; " if identity.get("n_train") else ""
+    sha = identity.get("weights_sha256") or "unknown"
+    return (f'<h3>Your own probe (not ECG-FM)</h3><p class="note">{_e(PROBE_NOTE)} '
+            f'{_e(trained)}weights sha256 {_e(sha[:12])}….</p><div class="table-scroll"><table class="probe">'
+            '<thead><tr><th>Label</th><th>Probability</th><th>AUROC on its held-out split</th></tr></thead>'
+            f'<tbody>{rows}</tbody></table></div>')
 
 
 # --- PDF -----------------------------------------------------------------------------------------
@@ -323,9 +346,14 @@ def to_pdf(report: Report) -> bytes:
     elif report.no_findings and report.adequacy is not None:
         text(_MARGIN, y, report.no_findings, 7.5)
         y += 4
+    if report.probe:
+        text(_MARGIN, y, "Your own probe, not ECG-FM: " + "; ".join(f"{name} {p:.3f}" for name, p in report.probe)[:190],
+             6.8, style="italic")
+        y += 3.6
     if report.record is not None:
-        _place_ecg(fig, report, width, height, max(y + 2, _ECG_TOP - 14))
-        y = _ECG_TOP - 14 + _ECG_MAX_MM + 16
+        top = max(y + 2, _ECG_TOP - 14)
+        _place_ecg(fig, report, width, height, top)
+        y = top + _ECG_MAX_MM + 16
     lines = ["What was read: " + "; ".join(f"{k}: {v}" for k, v in report.facts)] if report.facts else []
     lines += [f"Note: {w}" for w in report.warnings]
     if report.provenance:

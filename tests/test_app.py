@@ -429,6 +429,56 @@ def test_an_unknown_precision_is_explained_not_served(tmp_path, checkpoint):
     assert "precision must be one of fp32, bf16, fp16" in health["reason"]
 
 
+# --- a probe of the server owner's own labels -----------------------------------------------------
+
+def _fitted_probe(folder: Path, encoder_path: Path) -> Path:
+    """A probe of lead I's polarity, fitted on the tiny encoder's embeddings of made records."""
+    from ecgfm.probe import fit_probe
+    from tests.test_probe import synthetic_ecg as beats
+
+    classifier = ecgfm.load_model(write_checkpoint(folder / "classifier.pt", seed=1), device="cpu")
+    encoder = ecgfm.load_model(encoder_path, device="cpu")
+    rng = np.random.default_rng(5)
+    flips = [bool(i % 2) for i in range(40)]
+    records = [beats(f"r{i}", float(rng.uniform(55, 110)), flip, rng) for i, flip in enumerate(flips)]
+    embeddings = np.stack([r.embedding for r in ecgfm.predict(classifier, records, embedder=encoder)])
+    probe, _ = fit_probe(embeddings, {"lead_I_inverted": np.array(flips, dtype=int)}, encoder=encoder.provenance,
+                         bootstrap=50)
+    return probe.save(folder / "my-probe")
+
+
+def test_a_configured_probe_is_shown_beside_ecgfm_as_the_owners_own(tmp_path, checkpoint, files, reference_model):
+    from ecgfm.probe import Probe
+
+    encoder_path = write_checkpoint(tmp_path / "encoder.pt", "wav2vec2_cmsc", seed=2)
+    probe_dir = _fitted_probe(tmp_path, encoder_path)
+    with running_app(tmp_path / "app", ECGFM_CHECKPOINT=str(checkpoint), ECGFM_PROBE=str(probe_dir),
+                     ECGFM_PRETRAINED_CHECKPOINT=str(encoder_path)) as (url, _):
+        assert wait_for_model(url)["probe"] == "applied"
+        result = Client(url + "/", verbose=False).predict([handle_file(str(p)) for p in files["wfdb"]],
+                                                          api_name="/predict")
+    (record,) = result["records"]
+    encoder = ecgfm.load_model(encoder_path, device="cpu")
+    expected = ecgfm.predict(reference_model, ecgfm.read_ecgs(files["wfdb"]), embedder=encoder,
+                             probe=Probe.load(probe_dir))[0]
+    probabilities_close(record["probabilities"], expected.probabilities)  # ECG-FM's own, unchanged
+    assert record["probe_probabilities"] == pytest.approx(expected.probe_probabilities, abs=1e-6)
+    assert record["provenance"]["probe"]["labels"] == ["lead_I_inverted"]
+    assert record["provenance"]["probe"]["weights_sha256"] == Probe.load(probe_dir).card["weights"]["sha256"]
+
+
+def test_a_probe_that_does_not_fit_the_encoder_is_not_applied_and_says_why(tmp_path, checkpoint, files):
+    probe_dir = _fitted_probe(tmp_path, write_checkpoint(tmp_path / "encoder.pt", "wav2vec2_cmsc", seed=2))
+    other_encoder = write_checkpoint(tmp_path / "other.pt", "wav2vec2_cmsc", seed=9)
+    with running_app(tmp_path / "app", ECGFM_CHECKPOINT=str(checkpoint), ECGFM_PROBE=str(probe_dir),
+                     ECGFM_PRETRAINED_CHECKPOINT=str(other_encoder)) as (url, _):
+        health = wait_for_model(url)
+        assert health["model_loaded"] and "not applied" in health["probe"] and "sha256" in health["probe"]
+        (record,) = Client(url + "/", verbose=False).predict([handle_file(str(p)) for p in files["wfdb"]],
+                                                             api_name="/predict")["records"]
+    assert set(record["probabilities"]) == set(LABEL_NAMES) and "probe_probabilities" not in record
+
+
 # --- without weights -----------------------------------------------------------------------------
 
 @pytest.fixture(scope="module", params=["missing-file", "hub-offline"])

@@ -1,6 +1,8 @@
 """The report, described once and rendered to HTML and PDF: adequacy first, findings as the model gave them."""
 from __future__ import annotations
 
+from html import escape as html_escape
+
 import numpy as np
 import pytest
 
@@ -121,3 +123,24 @@ def test_a_long_recording_gets_an_overview_with_its_window(model):
     report.overview = whole
     assert reports.overview_png(report)[:8] == b"\x89PNG\r\n\x1a\n"
     assert '<img class="overview"' in reports.to_html(report, "r7", overview_png=reports.overview_png(report))
+
+
+def test_a_probe_is_shown_apart_from_ecgfms_findings_and_named_as_the_owners(model, tmp_path):
+    from ecgfm.probe import Probe
+
+    encoder = ecgfm.load_model(write_checkpoint(tmp_path / "encoder.pt", "wav2vec2_cmsc", seed=2), device="cpu")
+    dim = encoder.dims.embed_dim
+    probe = Probe(labels=["my_label"], mean=np.zeros(dim), scale=np.ones(dim), weight=np.full((1, dim), 0.01),
+                  bias=np.array([0.2]), card={"n_train": 40, "metrics": {"my_label": {"auroc": 0.91}},
+                                              "weights": {"sha256": "ab" * 32}})
+    record = ecg("probed.csv")
+    prediction = ecgfm.predict(model, record, embedder=encoder, probe=probe)
+    report = reports.build(record, prepare(record), prediction)
+    assert report.probe == [("my_label", pytest.approx(prediction.probe_probabilities["my_label"]))]
+    assert "my_label" not in [f.name for f in report.findings]
+    html = reports.to_html(report, "p1")
+    section = html[html.index("Your own probe"):html.index("What was read")]
+    assert html.index("<h3>Findings") < html.index("Your own probe")
+    assert html_escape(reports.PROBE_NOTE) in section and "0.910" in section and "abababababab" in section
+    assert f'{prediction.probe_probabilities["my_label"]:.3f}' in section
+    assert reports.to_pdf(report).startswith(b"%PDF")
