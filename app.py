@@ -36,6 +36,7 @@ import json
 import logging
 import os
 import platform
+import re
 import shutil
 import threading
 import time
@@ -209,6 +210,7 @@ _SESSION_FILES: dict[str, set[Path]] = {}  # page session -> the uploads it used
 _READING: Counter[Path] = Counter()  # upload -> requests reading it right now
 _ARRIVED: dict[Path, list[float]] = {}  # upload -> when each upload of it that no request has used yet arrived
 _USE_LOCK = threading.Lock()
+_UPLOADS_IN_FLIGHT = [0]  # upload requests Gradio is storing right now (guarded by _USE_LOCK)
 
 
 def _upload_dir() -> Path:
@@ -293,8 +295,8 @@ def _delete_unused(paths: list[Path]) -> None:
         try:
             if path.stat().st_mtime > last[2]:
                 continue  # stored again by a newer upload of the same bytes, not yet used: its request deletes it
-            # Only the file: Gradio may be storing an identical upload into its folder right now, and
-            # would fail (logging the path) if the folder went; empty folders go with delete_cache.
+            # Only the file: Gradio may be storing an identical upload into its folder right now;
+            # _delete_orphans removes the empty folder when no upload is being stored.
             path.unlink(missing_ok=True)
         except OSError:
             pass
@@ -316,6 +318,8 @@ class _UploadWatch:
             await self.app(scope, receive, send)
             return
         status, body = [0], []
+        with _USE_LOCK:
+            _UPLOADS_IN_FLIGHT[0] += 1
 
         async def watch(message) -> None:
             if message["type"] == "http.response.start":
@@ -326,7 +330,11 @@ class _UploadWatch:
                     _arrived(b"".join(body))
             await send(message)
 
-        await self.app(scope, receive, watch)
+        try:
+            await self.app(scope, receive, watch)
+        finally:
+            with _USE_LOCK:
+                _UPLOADS_IN_FLIGHT[0] -= 1
 
 
 def _arrived(body: bytes) -> None:
@@ -365,7 +373,7 @@ def _delete_unclaimed() -> None:
 def _start_deleting_unclaimed() -> None:
     def run() -> None:
         while True:
-            time.sleep(min(max(UNUSED_UPLOAD_S / 4, 0.5), 30.0))
+            time.sleep(min(max(min(UNUSED_UPLOAD_S / 4, ORPHAN_AGE_S), 0.5), 30.0))
             try:
                 _delete_unclaimed()
             except Exception as exc:  # never stop deleting because of one odd file
@@ -375,7 +383,9 @@ def _start_deleting_unclaimed() -> None:
 
 
 def _delete_orphans(root: Path) -> None:
-    """The upload parser's leftover temporary files, once no upload can still be writing them."""
+    """The upload parser's leftover temporary files, once no upload can still be writing them, and
+    the empty folders left behind: one per distinct upload (named by its hash) and one per request's
+    results (emptied by Gradio's delete_cache, which removes files only)."""
     cutoff = time.time() - ORPHAN_AGE_S
     for leftover in root.glob("tmp*"):
         try:
@@ -383,6 +393,22 @@ def _delete_orphans(root: Path) -> None:
                 leftover.unlink()
         except OSError:
             pass
+    # Gradio stores an upload by creating its hash's folder (or finding it) and then moving the file
+    # in; a folder removed in between would fail that upload. So folders go only while no upload is
+    # being stored, and an upload that starts meanwhile waits for the lock before it is passed on.
+    with _USE_LOCK:
+        if _UPLOADS_IN_FLIGHT[0]:
+            return
+        for folder in root.iterdir():
+            try:
+                if (_HASH_FOLDER.fullmatch(folder.name) and folder.is_dir() and not folder.is_symlink()
+                        and folder.stat().st_mtime < cutoff):
+                    folder.rmdir()  # only if empty
+            except OSError:
+                pass
+
+
+_HASH_FOLDER = re.compile(r"[0-9a-f]{40,64}|ecgfm-results-[0-9a-f]{32}")
 
 
 def _options(fs, start_s, leads) -> tuple[float | None, float, list[str] | None]:

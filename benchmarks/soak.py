@@ -592,9 +592,10 @@ def main() -> None:
         except Exception as exc:  # noqa: BLE001
             final_health = {"error": f"{type(exc).__name__}: {exc}"}
 
-        # After the grace: the scripts' uploads should be gone; an orphaned tmp* file goes only with the
-        # next deletion once it is older than ORPHAN_AGE_S (app.py), so look again after one more request.
-        settle_s = args.grace_s + args.orphan_age_s + 5
+        # After the grace: the scripts' uploads should be gone, and the parser's tmp* files and emptied
+        # folders once older than ORPHAN_AGE_S (app.py sweeps every ORPHAN_AGE_S, at most 30 s). Then one
+        # more request, and the same wait: its own files must go too.
+        settle_s = args.grace_s + args.orphan_age_s + min(args.orphan_age_s, 30) + 5
         print(f"soak: clients stopped after {ran_s:.0f} s; waiting {settle_s:.0f} s (grace + orphan age) …",
               flush=True)
         time.sleep(settle_s)
@@ -609,7 +610,7 @@ def main() -> None:
                    analytics_enabled=False).predict([handle_file(str(last_file))], "250", "0", api_name="/read")
         except Exception as exc:  # noqa: BLE001
             final_request = f"{type(exc).__name__}: {exc}"[:300]
-        time.sleep(args.grace_s + 3)
+        time.sleep(settle_s + min(args.orphan_age_s, 30))
         after_next_request = leftovers(uploads, cache, repo / "examples", our_names, args.orphan_age_s)
         end_sample = proc_sample(app.pid) if app_alive else {}
         if app_alive:
@@ -663,6 +664,7 @@ def main() -> None:
         "no_uploads_left": final_counts["uploaded_files"] == 0,
         "no_tmp_files_left": final_counts["tmp_files"] == 0,
         "no_tmp_files_older_than_orphan_age_left": final_counts["tmp_files_older_than_orphan_age"] == 0,
+        "no_empty_folders_left": final_counts["empty_upload_folders"] == 0,
         "no_file_names_in_log": not log_findings["file_names_in_log"],
     }
     cpu = platform.machine()
