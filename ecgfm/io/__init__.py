@@ -540,6 +540,7 @@ def _from_record(record: ECGRecord) -> RawRecord:
                     total_duration_s=record.total_duration_s)
     raw.extra["units"] = record.units
     raw.extra["derived"] = list(record.derived_leads)
+    raw.extra["device_report"] = record.device_report
     return raw
 
 
@@ -725,7 +726,8 @@ def _finalize(raw: RawRecord, fname: str, fs_given, start_s, duration_s, is_wfdb
     record = ECGRecord(name=raw.name, signal=signal, fs=float(fs),
                        leads=leads, format=raw.format, units=units, warnings=warnings,
                        derived_leads=list(raw.extra.get("derived", [])), extra_leads=extra,
-                       start_s=raw.start_s, total_duration_s=raw.total_duration_s)
+                       start_s=raw.start_s, total_duration_s=raw.total_duration_s,
+                       device_report=raw.extra.get("device_report"))
 
     # 6. The window.
     if raw.windowed:

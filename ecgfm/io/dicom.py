@@ -3,7 +3,8 @@
 pydicom decodes the file; this module picks the rhythm multiplex group and applies each channel's
 sensitivity, correction factor and baseline (PS3.3 C.10.9.1.4.2). ecgdatakit is not used here
 because it turns every sample equal to the Waveform Padding Value (often 0) into NaN, which drops
-real data; samples are taken as stored.
+real data; samples are taken as stored. The cart's measurements and statements (the Waveform
+Annotation Sequence) are read by `device_report.from_dicom`.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ECGReadError
+from . import device_report
 from .record import ECGRecord, check_file_size
 
 FORMAT = "DICOM 12-lead ECG"
@@ -184,6 +186,12 @@ def _read_group(ds, group, name: str, fmt: str) -> ECGRecord:
                            f"stores {n_channels}.")
     signal = np.empty((n_channels, n_samples), dtype=np.float32)
     labels, units = [], []
+    warn: list[str] = []
+    try:
+        report = device_report.from_dicom(ds)
+    except Exception:  # noqa: BLE001 - a damaged annotation costs the report only, not the waveform
+        report = None
+        warn.append(device_report.UNREADABLE)
     for i, ch in enumerate(channels):
         sensitivity = ch.get("ChannelSensitivity")
         unit = _unit(ch)
@@ -201,4 +209,4 @@ def _read_group(ds, group, name: str, fmt: str) -> ECGRecord:
         if stored not in units:
             units.append(stored)
     return ECGRecord(name=name, signal=signal, fs=fs, leads=labels, format=fmt,
-                     units="; ".join(units))
+                     units="; ".join(units), warnings=warn, device_report=report)

@@ -50,10 +50,13 @@ class DeviceReport:
     measurements and interpretation statements, shown beside ECG-FM's output and never mixed with it.
 
     `measurements` uses the keys of `ecgfm.measure` (heart_rate in bpm; pr, qrs, qt, qtc,
-    qtc_bazett, qtc_fridericia in ms; p_axis, qrs_axis, t_axis in degrees; `qtc` when the device does
-    not say which correction it used). `statements` never carry names or IDs (the readers drop
-    lines such as "Confirmed by ..."). `source` names the algorithm or device family, e.g.
-    "GE MUSE (12SL)".
+    qtc_bazett, qtc_fridericia in ms; p_axis, qrs_axis, t_axis in degrees, in -180..180; `qtc` when
+    the device does not say which correction it used), and two more that carts report beside
+    them: atrial_rate (bpm) and rr (the mean RR interval, ms). A key the device did not measure
+    is absent. `statements` are the device's interpretation lines in its order; they never carry
+    names or IDs (the readers drop lines such as "Confirmed by ..."). `source` names the algorithm
+    or device family, with the device model when the file states it, e.g. "GE MUSE (12SL)" or
+    "Philips: PageWriter TC". Read by `device_report`.
     """
 
     source: str
@@ -138,6 +141,7 @@ class ECGRecord:
             "units": self.units,
             "window": {"start_s": round(self.start_s, 3), "end_s": round(self.start_s + self.duration_s, 3)},
             "warnings": list(self.warnings),
+            "device_report": self.device_report.to_dict() if self.device_report else None,
         }
 
     def window(self, start_s: float = 0.0, duration_s: float | None = None) -> "ECGRecord":

@@ -4,7 +4,8 @@ Entry point for the dispatcher: `sniff(path, head)` says whether a file is one o
 `read(path)` returns an `ECGRecord` in millivolts. The XML formats and SCP-ECG are decoded by
 ecgdatakit; this module picks the rhythm (full-length) waveform, applies the scale the file states,
 keeps the exact sampling rate, and turns every failure into one `ECGReadError` sentence. DICOM and
-the Contec raw format live in `dicom.py` and `contec.py`.
+the Contec raw format live in `dicom.py` and `contec.py`; the cart's own measurements and
+interpretation statements are read by `device_report.py`.
 
 Patient data: ecgdatakit reads names, IDs and birth dates into its own record; none of it is copied
 into ours, and library exception texts and warnings (which may quote file content or full paths)
@@ -20,8 +21,8 @@ from typing import Callable
 import numpy as np
 
 from ..errors import ECGReadError
-from . import contec, dicom
-from .record import ECGRecord, check_file_size
+from . import contec, device_report, dicom
+from .record import DeviceReport, ECGRecord, check_file_size
 
 MAX_XML_BYTES = 100 * 1024 * 1024  # a 10 s 12-lead document is well under 1 MB
 MAX_SCP_BYTES = 64 * 1024 * 1024
@@ -112,11 +113,16 @@ _XML_KINDS = ("philips", "muse", "hl7")  # Philips first: the MUSE sniffer defer
 
 
 def _decode_with_ecgdatakit(path: Path, kind: str):
-    """Run ecgdatakit's parser for `kind`; every failure becomes one ECGReadError sentence."""
+    """Run ecgdatakit's parser for `kind`; every failure becomes one ECGReadError sentence.
+
+    Returns ecgdatakit's record and, for the XML formats, the document's bytes (checked by
+    `check_xml_safe`), which `device_report` reads again.
+    """
     from ecgdatakit.exceptions import UnsupportedFormatError
 
     name = path.name
     fmt = _FORMAT_NAMES[kind]
+    raw = None
     if kind in _XML_KINDS:
         check_file_size(path, MAX_XML_BYTES, "XML")
         try:
@@ -124,7 +130,6 @@ def _decode_with_ecgdatakit(path: Path, kind: str):
         except OSError:
             raise ECGReadError(f"{name}: the file cannot be read.") from None
         check_xml_safe(raw, name)
-        del raw
     else:
         check_file_size(path, MAX_SCP_BYTES, fmt)
         if kind == "scp" and not _scp_counts_fit(path.read_bytes()):
@@ -134,7 +139,7 @@ def _decode_with_ecgdatakit(path: Path, kind: str):
         with warnings.catch_warnings():
             # ecgdatakit warnings can quote paths or file content: never let them reach a log
             warnings.simplefilter("ignore")
-            return _parser(kind)().parse(path)
+            return _parser(kind)().parse(path), raw
     except ECGReadError:
         raise
     except MemoryError:
@@ -215,7 +220,7 @@ def _stack(leads: list[np.ndarray], name: str, warn: list[str]) -> np.ndarray:
 
 def _record_from_ecgdatakit(path: Path, kind: str, fs_exact: Callable | None = None) -> ECGRecord:
     name = path.name
-    rec = _decode_with_ecgdatakit(path, kind)
+    rec, raw = _decode_with_ecgdatakit(path, kind)
     leads = list(rec.leads)
     if not leads:
         raise ECGReadError(f"{name}: the file holds no rhythm (full-length) waveform.")
@@ -258,7 +263,20 @@ def _record_from_ecgdatakit(path: Path, kind: str, fs_exact: Callable | None = N
     if rec.raw_metadata.get("checksum_valid") is False:
         warn.append("The file's checksum does not match its content; the waveform may be damaged.")
     return ECGRecord(name=name, signal=signal, fs=fs, leads=labels, format=fmt,
-                     units="; ".join(stored_units), warnings=warn)
+                     units="; ".join(stored_units), warnings=warn,
+                     device_report=_device_report(kind, rec, raw, warn))
+
+
+def _device_report(kind: str, rec, raw: bytes | None, warn: list[str]) -> DeviceReport | None:
+    """The cart's measurements and statements; a part of the file that holds them but cannot be
+    read costs them only (the waveform was read), which a warning says."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return device_report.from_ecgdatakit(kind, rec, raw)
+    except Exception:  # noqa: BLE001 - a damaged or unusual report part, never the waveform
+        warn.append(device_report.UNREADABLE)
+        return None
 
 
 def _trim_calibration_pulse(signal: np.ndarray, fs: float) -> tuple[np.ndarray, bool]:
