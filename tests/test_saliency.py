@@ -44,7 +44,11 @@ def test_saliency_equals_the_authors_procedure_on_fairseq_attention(conformance_
     ours = np.stack([segment_saliency(a, 2500) for a in attention])
     expected = authors_saliency(ref["saliency"], 2500)
     assert ours.shape == expected.shape == (4, 2499) and ours.dtype == np.float32
-    np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-5)
+    # Our network's attention equals fairseq's to 1e-6; the 0-1 scaling magnifies that (6.8e-6 here).
+    np.testing.assert_allclose(ours, expected, rtol=0, atol=3e-5)
+    # On fairseq's own attention the procedure itself agrees to float32 rounding.
+    same_input = np.stack([segment_saliency(a, 2500) for a in ref["saliency"][:, -1]])
+    np.testing.assert_allclose(same_input, expected, rtol=0, atol=1e-6)
     # Not trivially equal: the segments' maps differ from each other.
     assert np.abs(expected[0] - expected[1]).max() > 0.1
 
