@@ -19,7 +19,8 @@ from .adequacy import Adequacy, unusable
 from .errors import ECGFMError, ECGReadError
 from .io.record import ECGRecord
 from .labels import LABELS
-from .preprocess import PreparedECG, prepare
+from .preprocess import SAMPLE_RATE, SEGMENT_SAMPLES, PreparedECG, prepare
+from .saliency import SALIENCY_NOTE, SALIENCY_OFFSET_S, segment_saliency
 
 if TYPE_CHECKING:
     import torch
@@ -57,6 +58,7 @@ class Prediction:
     adequacy: Adequacy
     embedding: np.ndarray | None = None   # [D], from the pretrained encoder, averaged over segments
     attention: np.ndarray | None = None   # [S, T, T], last layer, averaged over heads
+    saliency: np.ndarray | None = None    # [S, 2499] in [0, 1], NaN over padding (ecgfm.saliency)
     probe_probabilities: dict[str, float] | None = None  # the user's own probe's, never ECG-FM's
 
     def to_dict(self) -> dict:
@@ -75,19 +77,25 @@ class Prediction:
             out["embedding"] = [float(v) for v in self.embedding]
         if self.attention is not None:
             out["attention"] = self.attention.tolist()
+        if self.saliency is not None:
+            # 4 decimals: far finer than any display of it, and a fifth of the JSON.
+            out["saliency"] = {"note": SALIENCY_NOTE, "rate_hz": SAMPLE_RATE, "offset_s": SALIENCY_OFFSET_S,
+                               "per_segment": [[None if np.isnan(v) else round(float(v), 4) for v in row]
+                                               for row in self.saliency]}
         if self.probe_probabilities is not None:
             out["probe_probabilities"] = self.probe_probabilities
         return out
 
 
 def predict(model: ECGFM, records: ECGRecord | Sequence[ECGRecord], *, embedder: ECGFM | None = None,
-            attention: bool = False, start_s: float = 0.0, duration_s: float | None = DEFAULT_WINDOW_S,
+            attention: bool = False, saliency: bool = False, start_s: float = 0.0, duration_s: float | None = DEFAULT_WINDOW_S,
             probe: Probe | None = None) -> Prediction | list[Prediction]:
     """ECG-FM's probabilities for one record (→ a Prediction) or several (→ a list, one forward).
 
     Each record is cut to the window [start_s, start_s + duration_s) first (None: all of it).
     `embedder` (the pretrained encoder) adds ECG-FM's 768-d embedding; `attention` adds the last
-    layer's attention map per segment, as ECG-FM's saliency notebook uses it. `probe` (a linear
+    layer's attention map per segment; `saliency` adds ECG-FM's saliency computed from it
+    (`ecgfm.saliency`: per segment, value k at start_s + (k + 0.5) / 500 s). `probe` (a linear
     probe of your own labels, `ecgfm.probe`) adds its probabilities from that embedding, kept apart
     from ECG-FM's (`Prediction.probe_probabilities`).
     """
@@ -101,7 +109,7 @@ def predict(model: ECGFM, records: ECGRecord | Sequence[ECGRecord], *, embedder:
     single = isinstance(records, ECGRecord)
     batch = [records] if single else list(records)
     prepared = [_prepare_window(record, start_s, duration_s) for record in batch]
-    probabilities, attn = _forward(model, prepared, need_attention=attention)
+    probabilities, attn = _forward(model, prepared, need_attention=attention or saliency)
     embeddings = None
     if embedder is not None:
         embeddings = _pooled(embedder, prepared)
@@ -122,7 +130,8 @@ def predict(model: ECGFM, records: ECGRecord | Sequence[ECGRecord], *, embedder:
             provenance=provenance,
             adequacy=prep.adequacy,
             embedding=None if embeddings is None or not count else embeddings[first:first + count].mean(axis=0),
-            attention=None if attn is None or not count else attn[first:first + count],
+            attention=None if not attention or not count else attn[first:first + count],
+            saliency=None if not saliency or not count else _saliency(attn[first:first + count], prep.padding_mask),
         ))
         if probe is not None and results[-1].embedding is not None:
             results[-1].probe_probabilities = probe.predict_proba(results[-1].embedding)
@@ -269,6 +278,13 @@ def aggregate(per_segment: np.ndarray) -> dict[str, float]:
     """One probability per label for the record, by ECG-FM's rule: max or mean over segments."""
     return {label.name: float(per_segment[:, i].max() if label.aggregation == "max" else per_segment[:, i].mean())
             for i, label in enumerate(LABELS)}
+
+
+def _saliency(attention: np.ndarray, padding_mask: np.ndarray | None) -> np.ndarray:
+    """Each segment's saliency [S, 2499]; a padded segment's real length comes from its mask."""
+    return np.stack([segment_saliency(segment, SEGMENT_SAMPLES,
+                                      None if padding_mask is None else int((~padding_mask[k]).sum()))
+                     for k, segment in enumerate(attention)])
 
 
 def _as_dict(row: np.ndarray) -> dict[str, float]:
