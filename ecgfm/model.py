@@ -36,7 +36,7 @@ class ModelOutput:
     logits: Tensor | None        # [B, num_labels], classifier only
     hidden: Tensor               # [B, T, D]; the classifier zeroes padded frames, the encoder does not
     frame_mask: Tensor | None    # [B, T] bool, True at padded frames; None when nothing is padded
-    attention: Tensor | None     # [B, layers, T, T], averaged over heads, when asked for
+    attention: Tensor | None     # [B, layers, T, T] (or [B, 1, T, T]: the last), averaged over heads, when asked for
 
 
 _CPU_FORWARD_LOCK = threading.RLock()
@@ -211,7 +211,9 @@ class ECGFM(nn.Module):
         return mask
 
     def forward(self, source: Tensor, padding_mask: Tensor | None = None,
-                return_attention: bool = False) -> ModelOutput:
+                return_attention: bool | str = False) -> ModelOutput:
+        """`return_attention`: True gives every layer's attention weights, "last" only the last
+        layer's (all saliency needs): the layers before it keep torch's fused kernel."""
         if source.device.type == "cpu":
             # One forward at a time per process on the CPU: each already uses every allowed core,
             # so concurrent requests (an app's worker threads) would only oversubscribe them.
@@ -219,7 +221,7 @@ class ECGFM(nn.Module):
                 return self._forward(source, padding_mask, return_attention)
         return self._forward(source, padding_mask, return_attention)
 
-    def _forward(self, source: Tensor, padding_mask: Tensor | None, return_attention: bool) -> ModelOutput:
+    def _forward(self, source: Tensor, padding_mask: Tensor | None, return_attention: bool | str) -> ModelOutput:
         if source.dim() == 2:
             source = source.unsqueeze(1)
         features = self.feature_extractor(source).transpose(1, 2)
@@ -231,16 +233,19 @@ class ECGFM(nn.Module):
             x = x.masked_fill(frame_mask[..., None], 0.0)
         x = self.encoder_norm(x)
         attention = []
-        for layer in self.layers:
-            x, weights = layer(x, frame_mask, return_attention)
-            attention.append(weights)
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            need = return_attention is True or (return_attention == "last" and i == last)
+            x, weights = layer(x, frame_mask, need)
+            if need:
+                attention.append(weights)
         logits = None
         if self.head is not None:
             if frame_mask is not None:
                 x = x.masked_fill(frame_mask[..., None], 0.0)
             logits = self.head(pool(x))
         return ModelOutput(logits=logits, hidden=x, frame_mask=frame_mask,
-                           attention=torch.stack(attention, dim=1) if return_attention else None)
+                           attention=torch.stack(attention, dim=1) if attention else None)
 
 
 def pool(hidden: Tensor, frame_mask: Tensor | None = None) -> Tensor:

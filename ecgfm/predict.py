@@ -20,7 +20,7 @@ from .errors import ECGFMError, ECGReadError
 from .io.record import ECGRecord
 from .labels import LABELS
 from .preprocess import SAMPLE_RATE, SEGMENT_SAMPLES, PreparedECG, prepare
-from .saliency import SALIENCY_NOTE, SALIENCY_OFFSET_S, segment_saliency
+from .saliency import SALIENCY_NOTE, SALIENCY_OFFSET_S, check_rate, downsampled, segment_saliency
 
 if TYPE_CHECKING:
     import torch
@@ -61,8 +61,9 @@ class Prediction:
     saliency: np.ndarray | None = None    # [S, 2499] in [0, 1], NaN over padding (ecgfm.saliency)
     probe_probabilities: dict[str, float] | None = None  # the user's own probe's, never ECG-FM's
 
-    def to_dict(self) -> dict:
-        """A JSON-serialisable form, as the CLI and the app's API return it."""
+    def to_dict(self, saliency_hz: float = SAMPLE_RATE) -> dict:
+        """A JSON-serialisable form, as the CLI and the app's API return it; the saliency (when
+        computed) at `saliency_hz` (a divisor of 500 Hz; 0 leaves it out)."""
         out = {
             "file": self.name,
             "input_adequacy": self.adequacy.to_dict(),
@@ -77,11 +78,13 @@ class Prediction:
             out["embedding"] = [float(v) for v in self.embedding]
         if self.attention is not None:
             out["attention"] = self.attention.tolist()
-        if self.saliency is not None:
+        if self.saliency is not None and saliency_hz:
             # 4 decimals: far finer than any display of it, and a fifth of the JSON.
-            out["saliency"] = {"note": SALIENCY_NOTE, "rate_hz": SAMPLE_RATE, "offset_s": SALIENCY_OFFSET_S,
+            factor = check_rate(saliency_hz)
+            out["saliency"] = {"note": SALIENCY_NOTE, "rate_hz": saliency_hz,
+                               "offset_s": factor * SALIENCY_OFFSET_S,  # the middle of each run
                                "per_segment": [[None if np.isnan(v) else round(float(v), 4) for v in row]
-                                               for row in self.saliency]}
+                                               for row in downsampled(self.saliency, saliency_hz)]}
         if self.probe_probabilities is not None:
             out["probe_probabilities"] = self.probe_probabilities
         return out
@@ -315,7 +318,7 @@ def _forward(model: ECGFM, prepared: list[PreparedECG], need_attention: bool) ->
     probabilities, attention = [np.zeros((0, len(LABELS)), dtype=np.float32)], []
     with torch.inference_mode():
         for chunk, mask in _batches(model, prepared):
-            out = model(chunk, mask, return_attention=need_attention)
+            out = model(chunk, mask, return_attention="last" if need_attention else False)
             probabilities.append(torch.sigmoid(out.logits.float()).cpu().numpy())
             if need_attention:
                 attention.append(out.attention[:, -1].float().cpu().numpy())

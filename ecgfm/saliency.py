@@ -14,10 +14,12 @@ it predicted what it did. scipy.ndimage is imported on first use.
 """
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .errors import ECGFMError
 from .preprocess import SAMPLE_RATE
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -66,3 +68,27 @@ def saliency_track(prediction: Prediction) -> tuple[np.ndarray, np.ndarray]:
     for offset, row in zip(offsets, prediction.saliency):
         values[offset:offset + width] = np.fmax(values[offset:offset + width], row)
     return start + SALIENCY_OFFSET_S + np.arange(values.size) / SAMPLE_RATE, values
+
+
+def check_rate(rate_hz: float) -> int:
+    """How many 500 Hz values make one at `rate_hz`; a rate that does not divide 500 Hz is refused."""
+    factor = SAMPLE_RATE / rate_hz if rate_hz > 0 else 0.0
+    if factor < 1 or abs(factor - round(factor)) > 1e-9:
+        raise ECGFMError(f"A saliency rate must divide {SAMPLE_RATE:g} Hz (500, 250, 100, 50, 10 ...); "
+                         f"{rate_hz:g} Hz does not.")
+    return int(round(factor))
+
+
+def downsampled(per_segment: np.ndarray, rate_hz: float) -> np.ndarray:
+    """Each segment's saliency at `rate_hz`: the mean of each run of 500 Hz values (the last run may
+    be shorter); a run all over padding stays NaN. Value k then sits at the middle of its run."""
+    factor = check_rate(rate_hz)
+    if factor == 1:
+        return per_segment
+    segments, width = per_segment.shape
+    runs = -(-width // factor)
+    padded = np.full((segments, runs * factor), np.nan, dtype=np.float32)
+    padded[:, :width] = per_segment
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a run of padding only: NaN, as it should be
+        return np.nanmean(padded.reshape(segments, runs, factor), axis=2).astype(np.float32)

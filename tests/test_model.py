@@ -50,6 +50,10 @@ def test_classifier_matches_fairseq(conformance_dir, file):
     close(torch.sigmoid(out.logits), ref["prob"])
     close(out.hidden, ref["encoder_out"])
     close(out.attention, ref["saliency"], atol=1e-6)
+    with torch.inference_mode():
+        last_only = model(torch.from_numpy(ref["source"]), return_attention="last")
+    close(last_only.attention, ref["saliency"][:, -1:], atol=1e-6)  # the layers before keep the fused kernel
+    close(last_only.logits, ref["out"])
     close(pool(out.hidden), ref["emb"])
     assert out.frame_mask is None
     close(inter["feat_conv"], ref["inter_feat_conv"])
