@@ -139,3 +139,19 @@ def test_track_puts_each_segment_on_the_recording_clock(classifier):
     times, values = saliency_track(result)
     overlap = slice(1000, 2499)
     np.testing.assert_array_equal(values[overlap], np.fmax(result.saliency[0][1000:], result.saliency[1][:1499]))
+
+
+def test_fewer_values_per_second_are_block_means_placed_at_their_middle(classifier):
+    result = predict(classifier, synthetic(3.0), saliency=True)
+    (values,) = result.saliency
+    block = result.to_dict(saliency_hz=100)["saliency"]
+    assert block["rate_hz"] == 100 and block["offset_s"] == pytest.approx(0.005)
+    (row,) = block["per_segment"]
+    assert len(row) == 500  # 2499 values in runs of 5, the last run of 4
+    np.testing.assert_allclose(row[:299], values[:1495].reshape(299, 5).mean(axis=1), atol=6e-5)
+    assert row[299] == pytest.approx(float(values[1495:1499].mean()), abs=6e-5)  # partly over the record
+    assert row[300:] == [None] * 200  # all padding
+    assert "saliency" not in result.to_dict(saliency_hz=0)
+    for rate in (300, 1000, -5):
+        with pytest.raises(ecgfm.ECGFMError, match="divide 500 Hz"):
+            result.to_dict(saliency_hz=rate)
