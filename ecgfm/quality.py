@@ -164,7 +164,7 @@ def assess(record: ECGRecord, lead_status: dict[str, str]) -> SignalQuality:
     if m.noise is None:
         unchecked[NOISE] = f"sampled at {fs:g} Hz: nothing above {NOISE_BAND_HZ[0]:g} Hz to measure"
     else:
-        noisy = [(lead, f"{n:.3f} mV RMS ({100 * n / a:.0f} % of its {a:.2f} mV)")
+        noisy = [(lead, f"{n:.3f} mV RMS ({_relative(n, a)})")
                  for lead, n, a in zip(judged, m.noise, m.amplitude) if n >= NOISE_MIN_MV and n >= NOISE_RATIO * a]
         if noisy:
             band = f"{NOISE_BAND_HZ[0]:g}–{min(NOISE_BAND_HZ[1], fs / 2):g} Hz"
@@ -172,7 +172,7 @@ def assess(record: ECGRecord, lead_status: dict[str, str]) -> SignalQuality:
                               f"flagged from {NOISE_MIN_MV:g} mV and {100 * NOISE_RATIO:g} % of the lead's "
                               "amplitude", _MARKS[NOISE], True))
 
-    wandering = [(lead, f"{w:.2f} mV ({w / a:.1f} x its {a:.2f} mV)")
+    wandering = [(lead, f"{w:.2f} mV ({_relative(w, a, percent=False)})")
                  for lead, w, a in zip(judged, m.wander, m.amplitude) if w >= WANDER_MIN_MV and w >= WANDER_RATIO * a]
     if wandering:
         flags.append(flag(WANDER, wandering, "Baseline wander (peak to peak)",
@@ -183,7 +183,7 @@ def assess(record: ECGRecord, lead_status: dict[str, str]) -> SignalQuality:
         if amplitudes is None:
             unchecked[f"{MAINS} {f0:g} Hz"] = f"sampled at {fs:g} Hz: {f0:g} Hz is too close to its {fs / 2:g} Hz limit"
             continue
-        hum = [(lead, f"{h:.3f} mV ({100 * h / a:.0f} % of its {a:.2f} mV, {r:.0f} x the spectrum around it)")
+        hum = [(lead, f"{h:.3f} mV ({_relative(h, a)}, {r:.0f} x the spectrum around it)")
                for lead, h, r, a in zip(judged, amplitudes, peaks, m.amplitude)
                if h >= MAINS_MIN_MV and h >= MAINS_RATIO * a and r >= MAINS_PEAK_RATIO]
         if hum:
@@ -197,6 +197,14 @@ def assess(record: ECGRecord, lead_status: dict[str, str]) -> SignalQuality:
     elif why_not:
         unchecked[REVERSAL] = why_not
     return SignalQuality(tuple(flags), tuple(judged), unchecked)
+
+
+def _relative(value: float, amplitude: float, percent: bool = True) -> str:
+    """A measurement set against the lead's ECG amplitude, in words."""
+    if amplitude <= 0:
+        return "the lead has no ECG below 40 Hz"
+    share = f"{100 * value / amplitude:.0f} % of" if percent else f"{value / amplitude:.1f} x"
+    return f"{share} its {amplitude:.2f} mV"
 
 
 class _Measures:
@@ -281,8 +289,11 @@ def _rails(x: np.ndarray, fs: float) -> list[tuple[int, str, float]]:
     for side, value in (("maximum", x.max(axis=1, keepdims=True)), ("minimum", x.min(axis=1, keepdims=True))):
         at = np.abs(x - value) <= 1e-6 * np.maximum(1.0, np.abs(value))
         for k in np.flatnonzero(at.sum(axis=1) >= CLIP_MIN_S * fs):  # only these can be clipped
-            paired = at[k, 1:] & at[k, :-1]
-            held = (np.count_nonzero(paired[1:] | paired[:-1]) + paired[0] + paired[-1]) / fs
+            pairs = at[k, 1:] & at[k, :-1]
+            counted = np.zeros(x.shape[1], dtype=bool)
+            counted[1:] |= pairs
+            counted[:-1] |= pairs
+            held = np.count_nonzero(counted) / fs
             if held >= CLIP_MIN_S and held > found.get(int(k), (0, "", 0.0))[2]:
                 found[int(k)] = (int(k), side, held)
     return [found[k] for k in sorted(found)]
@@ -291,6 +302,8 @@ def _rails(x: np.ndarray, fs: float) -> list[tuple[int, str, float]]:
 def _beats(smooth: np.ndarray, fs: float) -> np.ndarray:
     """Sample indices of the QRS complexes, in time order: the highest peaks of the leads' summed,
     normalised slope energy, no two within 0.25 s."""
+    if smooth.shape[1] < 4:
+        return np.zeros(0, dtype=int)
     slope = np.diff(smooth, axis=1)
     scale = np.abs(slope).mean(axis=1, keepdims=True)
     energy = _moving_mean(((slope / np.maximum(scale, 1e-12)) ** 2).sum(axis=0), max(1, int(round(0.1 * fs))))

@@ -213,6 +213,18 @@ def test_short_low_rate_record_is_assessed_without_error():
     assert set(found.unchecked) == {"mains 50 Hz", "mains 60 Hz", "reversal"}
 
 
+@pytest.mark.parametrize("fs, samples", [(1.0, 1), (1.0, 2), (10.0, 10), (100.0, 100), (128.0, 1280),
+                                         (100_000.0, 100_000)])
+@pytest.mark.parametrize("kind", ["noise", "constant", "steps"])
+def test_odd_inputs_are_assessed_without_error(fs, samples, kind):
+    rng = np.random.default_rng(samples)
+    signal = {"noise": rng.normal(0, 1, (12, samples)), "constant": np.full((12, samples), 0.7),
+              "steps": np.repeat(rng.integers(-3, 3, (12, 1 + samples // 7)), 7, axis=1)[:, :samples]}[kind]
+    found = quality.assess(record(signal.astype(np.float32), fs=fs), {})
+    json.dumps(found.to_dict())
+    assert set(found.lead_marks()) <= set(LEADS)
+
+
 def test_to_dict_marks_and_sentences():
     signal = made_ecg(seed=13)
     signal[row("V2")] += np.random.default_rng(3).normal(0, 0.15, signal.shape[1]).astype(np.float32)
