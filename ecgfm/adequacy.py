@@ -8,16 +8,29 @@ reading and preprocessing found, before any probability is shown:
   at least one whole 5 s segment, a sampling rate of at least 250 Hz.
 - limited: the model can run, but the input differs from what it was trained on in a way that can
   change its outputs: leads zero-filled or flat, a record shorter than 5 s padded with a mask, a
-  sampling rate below 250 Hz. Probabilities are given,
-  marked as not reliable for this input, with the reasons.
+  sampling rate below 250 Hz, or a signal-quality flag that changes what the model reads
+  (`quality.py`, where the thresholds are): a suspected limb-electrode reversal (leads that do not
+  show what their names say), a clipped lead (its wave tops cut off) or high-frequency noise (each
+  lead is standardised, so noise that is large against the lead's own amplitude is large in what
+  the model reads, whatever the gain). Probabilities are given, marked as not reliable for this
+  input, with the reasons.
 - unusable: nothing the model can read (no standard lead, every lead flat or missing, less than
   1 s, or nothing left after cutting the window). No probability is computed.
+
+Baseline wander and mains hum are marked on their leads but do not make the input limited by
+themselves. Wander moves the baseline slowly and leaves the beats' shape as it is; ECG-FM's
+preprocessing has no baseline filter, so its training ECGs carried their own drift. Hum strong
+enough to matter is counted as noise (the noise measure includes it).
 
 This module only states the rule; `preprocess.prepare` gathers the facts.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .quality import SignalQuality
 
 COMPLETE, LIMITED, UNUSABLE = "complete", "limited", "unusable"
 LEVELS = (COMPLETE, LIMITED, UNUSABLE)
@@ -46,7 +59,16 @@ def _leads(names: list[str]) -> str:
     return f"lead {names[0]}" if len(names) == 1 else f"leads {', '.join(names)}"
 
 
-def judge(lead_status: dict[str, str], *, padded_s: float | None, fs: float) -> Adequacy:
+# The reason each kind of severe signal-quality flag gives, naming the leads it concerns.
+_QUALITY_REASONS = {
+    "clipped": "{leads} clipped (beyond the recorder's range, the tops of the waves cut off)",
+    "noise": "{leads} noisy (high-frequency noise)",
+    "reversal": "limb electrodes probably swapped: {leads} may not show what their names say",
+}
+
+
+def judge(lead_status: dict[str, str], *, padded_s: float | None, fs: float,
+          quality: SignalQuality | None = None) -> Adequacy:
     """The level for a record the model can run on, with one short reason per departure."""
     missing = [lead for lead, status in lead_status.items() if status == "zero-filled"]
     flat = [lead for lead, status in lead_status.items() if status == "flat"]
@@ -63,4 +85,6 @@ def judge(lead_status: dict[str, str], *, padded_s: float | None, fs: float) -> 
     if fs < MIN_FAITHFUL_FS:
         reasons.append(f"sampled at {fs:g} Hz, below the {MIN_FAITHFUL_FS:g} Hz that keeps the QRS "
                        "detail the model was trained on")
+    for flag in quality.severe if quality else ():
+        reasons.append(_QUALITY_REASONS[flag.kind].format(leads=_leads(list(flag.leads))))
     return Adequacy(LIMITED if reasons else COMPLETE, tuple(reasons))

@@ -20,6 +20,7 @@ from .errors import ECGFMError, ECGReadError
 from .io.record import ECGRecord
 from .labels import LABELS
 from .preprocess import SAMPLE_RATE, SEGMENT_SAMPLES, PreparedECG, prepare
+from .quality import SignalQuality
 from .saliency import SALIENCY_NOTE, SALIENCY_OFFSET_S, check_rate, downsampled, segment_saliency
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ class Prediction:
 
     `adequacy` says first whether they should be read at all: None probabilities (and no
     segments) for an unusable input, probabilities marked as not reliable for a limited one.
+    `quality` says what in the signal itself may mislead the model, lead by lead (`quality.py`).
     """
 
     name: str
@@ -60,6 +62,7 @@ class Prediction:
     attention: np.ndarray | None = None   # [S, T, T], last layer, averaged over heads
     saliency: np.ndarray | None = None    # [S, 2499] in [0, 1], NaN over padding (ecgfm.saliency)
     probe_probabilities: dict[str, float] | None = None  # the user's own probe's, never ECG-FM's
+    quality: SignalQuality | None = None  # per-lead signal quality; None for an unusable input
 
     def to_dict(self, saliency_hz: float = SAMPLE_RATE) -> dict:
         """A JSON-serialisable form, as the CLI and the app's API return it; the saliency (when
@@ -71,6 +74,7 @@ class Prediction:
             "segments": [{"start_s": round(s.start_s, 3), "end_s": round(s.end_s, 3),
                           "probabilities": s.probabilities} for s in self.segments],
             "lead_status": self.lead_status,
+            "signal_quality": self.quality.to_dict() if self.quality is not None else None,
             "warnings": self.warnings,
             "provenance": self.provenance,
         }
@@ -132,6 +136,7 @@ def predict(model: ECGFM, records: ECGRecord | Sequence[ECGRecord], *, embedder:
             warnings=prep.warnings,
             provenance=provenance,
             adequacy=prep.adequacy,
+            quality=prep.quality,
             embedding=None if embeddings is None or not count else embeddings[first:first + count].mean(axis=0),
             attention=None if not attention or not count else attn[first:first + count],
             saliency=None if not saliency or not count else _saliency(attn[first:first + count], prep.padding_mask),

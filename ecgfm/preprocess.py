@@ -11,7 +11,8 @@ file are derived from I and II (a warning); a lead that cannot be derived is zer
 held (nearly) constant is zeroed; a record shorter than 5 s is standardized over its real samples and
 then zero-padded to 2500 samples with a padding mask; a tail dropped by segmentation is mentioned.
 Whatever makes the input differ from a complete 12-lead ECG is stated once, in `adequacy`
-(see adequacy.py), not repeated as warnings.
+(see adequacy.py), not repeated as warnings; the signal's quality per lead (`quality.py`) is judged
+here too, on the window as read.
 
 ecg-transform (and through it scipy.interpolate, ~0.5 s) is imported on the first `prepare` call,
 not when this module is imported.
@@ -26,6 +27,7 @@ from .adequacy import NO_SIGNAL, Adequacy, judge, unusable
 from .errors import ECGFMError
 from .io.leads import derive_missing_limb_leads
 from .io.record import STANDARD_LEADS, ECGRecord
+from .quality import SignalQuality, assess
 
 SAMPLE_RATE = 500  # Hz, ECG-FM's input rate
 SEGMENT_SECONDS = 5
@@ -51,6 +53,7 @@ class PreparedECG:
     lead_status: dict[str, str]  # lead -> "recorded" | "derived" | "flat" | "zero-filled"
     warnings: list[str]
     adequacy: Adequacy
+    quality: SignalQuality | None = None  # None when there is no signal to judge (unusable input)
 
 
 _TRANSFORMS = None
@@ -146,6 +149,8 @@ def prepare(record: ECGRecord) -> PreparedECG:
                         f"{'was' if len(flat) == 1 else 'were'} set to zero.")
     if all(status in ("flat", "zero-filled") for status in lead_status.values()):
         return _unusable(record, warnings, NO_SIGNAL, lead_status)
+    # Judged on the window as read, before resampling and standardisation change what it looks like.
+    quality = assess(record, lead_status)
 
     t = _pipeline()
     n = signal.shape[1]
@@ -184,4 +189,5 @@ def prepare(record: ECGRecord) -> PreparedECG:
     if not np.isfinite(segments).all():  # cannot happen after the checks above; never feed NaN
         raise ECGFMError(f"{record.name}: preprocessing produced non-finite values.")
     return PreparedECG(segments=segments, padding_mask=mask, spans_s=spans, lead_status=lead_status,
-                       warnings=warnings, adequacy=judge(lead_status, padded_s=padded_s, fs=record.fs))
+                       warnings=warnings, adequacy=judge(lead_status, padded_s=padded_s, fs=record.fs,
+                                                         quality=quality), quality=quality)
