@@ -64,7 +64,9 @@ P_SMOOTH_S = 0.02  # the P wave is slow: its velocity is taken on a beat smoothe
 # A P or T wave must stand this many standard errors above the beat-to-beat spread of its window.
 P_SNR = 8.0
 T_SNR = 6.0
-EQUIPHASIC = 0.1  # a net frontal area under this share of the gross area gives no direction
+EQUIPHASIC = 0.1
+NOISE_MARGIN = 1.5  # a boundary's threshold must stand this far above the median beat's noise
+QUIET_S = 0.01  # a boundary is followed (or preceded) by this long under its threshold  # a net frontal area under this share of the gross area gives no direction
 
 
 @dataclass(frozen=True)
@@ -198,13 +200,16 @@ def _usable_leads(record: ECGRecord) -> tuple[list[str], np.ndarray]:
 
 
 def _filtered(x: np.ndarray, fs: float) -> np.ndarray:
-    """Zero-phase band-pass 0.5-100 Hz (or 40 % of the rate): no baseline wander, and the QRS
-    edges kept as the carts see them."""
-    from scipy.signal import butter, sosfiltfilt
+    """Zero-phase band-pass 0.5-100 Hz (or 40 % of the rate) with 50 and 60 Hz mains notches, as
+    carts filter before measuring: no baseline wander, no hum, and the QRS edges kept."""
+    from scipy.signal import butter, iirnotch, sosfiltfilt, tf2sos
 
     high = min(100.0, 0.4 * fs)
-    sos = butter(2, [0.5, high], btype="bandpass", fs=fs, output="sos")
-    return sosfiltfilt(sos, x, axis=-1)
+    sections = [butter(2, [0.5, high], btype="bandpass", fs=fs, output="sos")]
+    for mains in (50.0, 60.0):
+        if mains < high:
+            sections.append(tf2sos(*iirnotch(mains, 30.0, fs=fs)))
+    return sosfiltfilt(np.concatenate(sections), x, axis=-1)
 
 
 # --- beats --------------------------------------------------------------------------------------
@@ -284,6 +289,7 @@ class _MedianBeat:
     beat: np.ndarray  # [leads, samples], the QRS fiducial at BEFORE_R_S
     beats: np.ndarray  # [n, leads, samples], the aligned beats it is the median of
     repeats: list[bool]  # per lead: the waveform repeats from beat to beat
+    residual: np.ndarray  # [leads, samples], half the odd-beat minus even-beat median: its noise
 
 
 NOT_BEATS = ("No lead shows the same waveform from beat to beat, so what was detected is noise or "
@@ -308,11 +314,9 @@ def _median_beat(x: np.ndarray, fs: float, peaks: np.ndarray) -> _MedianBeat | s
         return NOT_BEATS
     half_qrs = int(round(0.08 * fs))
     qrs = slice(before + lag - half_qrs, before + lag + half_qrs + 1)
-    # The shape is compared on the leads that carry a signal, each scaled to its own size.
+    # The shape is compared on the leads that carry a signal (noise would lower every match).
     leads = epochs[:, signal_leads, :]
-    template = np.median(leads[:, :, qrs], axis=0)
-    scale = np.ptp(template, axis=1)[None, :, None] + 1e-9
-    shifts, corr = _align(leads / scale, template / scale[0], qrs, lag)
+    shifts, corr = _align(leads, np.median(leads[:, :, qrs], axis=0), qrs, lag)
     dominant = np.flatnonzero(corr >= DOMINANT_CORRELATION)
     if dominant.size < MIN_BEATS_MEDIAN:
         return (f"Fewer than {MIN_BEATS_MEDIAN} complete beats of the same shape, so no median "
@@ -320,7 +324,8 @@ def _median_beat(x: np.ndarray, fs: float, peaks: np.ndarray) -> _MedianBeat | s
     width = before + after + 1
     beats = np.stack([epochs[i, :, lag + shifts[i]: lag + shifts[i] + width] for i in dominant])
     repeats = [a and b for a, b in zip(signal_leads, _repeats(beats))]
-    return _MedianBeat(np.median(beats, axis=0), beats, repeats)
+    residual = (np.median(beats[0::2], axis=0) - np.median(beats[1::2], axis=0)) / 2
+    return _MedianBeat(np.median(beats, axis=0), beats, repeats, residual)
 
 
 def _align(epochs: np.ndarray, template: np.ndarray, qrs: slice, lag: int):
@@ -359,6 +364,14 @@ def _velocity(beat: np.ndarray, fs: float, smooth_s: float) -> np.ndarray:
     return np.sqrt((np.gradient(smooth, axis=1) ** 2).sum(axis=0)) * fs
 
 
+def _too_noisy(median: _MedianBeat, used: list[int], fs: float, smooth_s: float,
+               threshold: float) -> bool:
+    """Whether a boundary threshold (mV/s) lies within the median beat's own noise, measured on
+    its residual: a crossing there would be noise, not the wave's edge."""
+    noise = float(np.median(_velocity(median.residual[used], fs, smooth_s)))
+    return threshold < NOISE_MARGIN * noise
+
+
 def _delineate(median: _MedianBeat, used: list[int], fs: float,
                mean_rr_s: float | None) -> tuple[dict[str, int], dict[str, str]]:
     """Sample indices on the median beat of qrs_on, qrs_off, t_end, p_on, p_off, and the reasons
@@ -367,11 +380,15 @@ def _delineate(median: _MedianBeat, used: list[int], fs: float,
     marks: dict[str, int] = {}
     r = int(round(BEFORE_R_S * fs))
     velocity = _velocity(beat, fs, 0.008)
+    quiet = max(2, int(round(QUIET_S * fs)))
     near = slice(r - int(0.1 * fs), r + int(0.1 * fs) + 1)
     v_max = float(velocity[near].max())
+    if _too_noisy(median, used, fs, 0.008, QRS_FRACTION * v_max):
+        why = "The median beat is too noisy to place the QRS boundaries."
+        return marks, dict.fromkeys(("pr", "qrs", "qt", "p_axis", "qrs_axis", "t_axis"), why)
     core = np.flatnonzero(velocity[near] >= 0.3 * v_max) + near.start
-    qrs_on = _last_below(velocity, core[0], QRS_FRACTION * v_max, stop=r - int(0.25 * fs))
-    qrs_off = _first_below(velocity, core[-1], QRS_FRACTION * v_max, stop=r + int(0.25 * fs))
+    qrs_on = _last_below(velocity, core[0], QRS_FRACTION * v_max, r - int(0.25 * fs), quiet)
+    qrs_off = _first_below(velocity, core[-1], QRS_FRACTION * v_max, r + int(0.25 * fs), quiet)
     if qrs_on is None or qrs_off is None:
         why = "The QRS complex's boundaries could not be found on the median beat."
         return marks, dict.fromkeys(("pr", "qrs", "qt", "p_axis", "qrs_axis", "t_axis"), why)
@@ -388,9 +405,13 @@ def _delineate(median: _MedianBeat, used: list[int], fs: float,
     else:
         marks["t_end"] = t_end
 
+    # The P wave is looked for after the previous beat's T wave: its end found here, or else the
+    # latest a T wave ends at this rate (QTc 500 ms, Bazett).
     first = qrs_on - int(0.3 * fs)
-    if "t_end" in marks and mean_rr_s is not None:
-        first = max(first, t_end - int(round(mean_rr_s * fs)) + int(0.02 * fs))
+    if mean_rr_s is not None:
+        previous_t_end = (marks["t_end"] if "t_end" in marks
+                          else qrs_on + int(0.5 * math.sqrt(mean_rr_s) * fs))
+        first = max(first, previous_t_end - int(round(mean_rr_s * fs)) + int(0.02 * fs))
     p = _p_wave(median, used, first, qrs_on, fs)
     if isinstance(p, str):
         reasons["pr"] = reasons["p_axis"] = p
@@ -399,16 +420,28 @@ def _delineate(median: _MedianBeat, used: list[int], fs: float,
     return marks, reasons
 
 
-def _last_below(v: np.ndarray, start: int, threshold: float, stop: int) -> int | None:
-    """The last sample at or before `start` (not before `stop`) where `v` is under the threshold."""
-    below = np.flatnonzero(v[max(stop, 0): start + 1] < threshold)
-    return None if below.size == 0 else max(stop, 0) + int(below[-1])
+def _last_below(v: np.ndarray, start: int, threshold: float, stop: int, run: int) -> int | None:
+    """The latest sample at or before `start` (and after `stop`) that ends `run` samples in a row
+    under the threshold: a wave's onset, not a brief dip inside it."""
+    stop = max(stop, 0)
+    quiet = _runs_below(v[stop: start + 1], threshold, run)
+    return None if quiet.size == 0 else stop + int(quiet[-1]) + run - 1
 
 
-def _first_below(v: np.ndarray, start: int, threshold: float, stop: int) -> int | None:
-    """The first sample at or after `start` (not after `stop`) where `v` is under the threshold."""
-    below = np.flatnonzero(v[start: min(stop, len(v) - 1) + 1] < threshold)
-    return None if below.size == 0 else start + int(below[0])
+def _first_below(v: np.ndarray, start: int, threshold: float, stop: int, run: int) -> int | None:
+    """The earliest sample at or after `start` (and before `stop`) that begins `run` samples in a
+    row under the threshold: a wave's end, not a brief dip inside it."""
+    stop = min(stop, len(v) - 1)
+    quiet = _runs_below(v[start: stop + 1], threshold, run)
+    return None if quiet.size == 0 else start + int(quiet[0])
+
+
+def _runs_below(v: np.ndarray, threshold: float, run: int) -> np.ndarray:
+    """Indices i where v[i:i + run] are all under the threshold."""
+    if v.size < run:
+        return np.zeros(0, dtype=int)
+    below = np.concatenate([[0], np.cumsum(v < threshold)])
+    return np.flatnonzero(below[run:] - below[:-run] == run)
 
 
 def _t_end(median: _MedianBeat, used: list[int], level: np.ndarray, qrs_on: int, qrs_off: int,
@@ -434,7 +467,9 @@ def _t_end(median: _MedianBeat, used: list[int], level: np.ndarray, qrs_on: int,
     cross = peak + int(np.flatnonzero(after <= floor + 0.1 * height)[0])
     velocity = _velocity(level, fs, 0.04)
     fall = peak + int(np.argmax(velocity[peak:cross + 1]))
-    end = _first_below(velocity, fall, T_FRACTION * velocity[fall], stop=limit)
+    if _too_noisy(median, used, fs, 0.04, T_FRACTION * velocity[fall]):
+        return "The median beat is too noisy to place the end of the T wave."
+    end = _first_below(velocity, fall, T_FRACTION * velocity[fall], limit, max(2, int(round(QUIET_S * fs))))
     if end is None or end > limit - int(0.02 * fs):
         return "The T wave runs into the next beat, so its end cannot be found."
     return end
@@ -462,9 +497,12 @@ def _p_wave(median: _MedianBeat, used: list[int], first: int, qrs_on: int, fs: f
                 "in noise).")
     velocity = _velocity(median.beat[used], fs, P_SMOOTH_S)
     v_max = float(velocity[first:last + 1].max())
+    if _too_noisy(median, used, fs, P_SMOOTH_S, P_FRACTION * v_max):
+        return "The median beat is too noisy to place the P wave's onset."
     core = np.flatnonzero(velocity[first:last + 1] >= 0.4 * v_max) + first
-    p_on = _last_below(velocity, core[0], P_FRACTION * v_max, stop=first - int(0.05 * fs))
-    p_off = _first_below(velocity, core[-1], P_FRACTION * v_max, stop=qrs_on)
+    quiet = max(2, int(round(QUIET_S * fs)))
+    p_on = _last_below(velocity, core[0], P_FRACTION * v_max, first - int(0.05 * fs), quiet)
+    p_off = _first_below(velocity, core[-1], P_FRACTION * v_max, qrs_on, quiet)
     if p_on is None or p_off is None:
         return "The P wave's boundaries could not be found on the median beat."
     return p_on, p_off
