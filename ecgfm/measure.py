@@ -44,6 +44,7 @@ METHOD = ("Median beat: QRS complexes detected across the recorded leads, beats 
           "their spatial velocity, axes from net wave areas in leads I and aVF.")
 
 MIN_FS = 100.0  # Hz
+MIN_DURATION_S = 1.0  # as in preprocess: under this there is not even one whole heartbeat
 FLAT_PEAK_TO_PEAK_MV = 0.02  # as in preprocess: a lead spanning less than this carries no ECG
 MIN_BEATS_RATE = 3  # two RR intervals at least for a rate
 MIN_BEATS_SD = 5  # four RR intervals at least for their spread
@@ -119,6 +120,9 @@ def measure(record: ECGRecord) -> Measurements:
     if record.fs < MIN_FS:
         return result(0, f"The sampling rate ({record.fs:g} Hz) is below the {MIN_FS:g} Hz "
                          "these measurements need.")
+    if record.duration_s < MIN_DURATION_S:
+        return result(0, f"The record lasts {record.duration_s:.2f} s; these measurements need "
+                         f"{MIN_DURATION_S:g} s at least.")
     names, signal = _usable_leads(record)
     if not names:
         return result(0, "No lead carries a signal (every lead is missing, flat or has gaps).")
@@ -134,11 +138,11 @@ def measure(record: ECGRecord) -> Measurements:
 
     rr_ms = np.diff(peaks) / fs * 1000.0
     if n < MIN_BEATS_RATE:
-        absent["heart_rate"] = f"{_beats(n)} detected; a heart rate needs {MIN_BEATS_RATE} at least."
+        absent["heart_rate"] = f"{_beats(n)} detected; a heart rate needs at least {MIN_BEATS_RATE}."
     else:
         values["heart_rate"] = _round(60000.0 / float(np.mean(rr_ms)))
     if n < MIN_BEATS_SD:
-        absent["rr_sd"] = f"{_beats(n)} detected; RR variability needs {MIN_BEATS_SD} at least."
+        absent["rr_sd"] = f"{_beats(n)} detected; RR variability needs at least {MIN_BEATS_SD}."
     else:
         values["rr_sd"] = _round(float(np.std(rr_ms, ddof=1)))
     if isinstance(median, str):
