@@ -65,9 +65,9 @@ P_SMOOTH_S = 0.02  # the P wave is slow: its velocity is taken on a beat smoothe
 # A P or T wave must stand this many standard errors above the beat-to-beat spread of its window.
 P_SNR = 8.0
 T_SNR = 6.0
-EQUIPHASIC = 0.1
 NOISE_MARGIN = 1.5  # a boundary's threshold must stand this far above the median beat's noise
-QUIET_S = 0.01  # a boundary is followed (or preceded) by this long under its threshold  # a net frontal area under this share of the gross area gives no direction
+QUIET_S = 0.01  # a boundary is followed (or preceded) by this long under its threshold
+EQUIPHASIC = 0.1  # a net frontal area under this share of the gross area gives no direction
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,8 @@ def measure(record: ECGRecord) -> Measurements:
 
     rr_ms = np.diff(peaks) / fs * 1000.0
     if n < MIN_BEATS_RATE:
-        absent["heart_rate"] = f"{_beats(n)} detected; a heart rate needs at least {MIN_BEATS_RATE}."
+        absent["heart_rate"] = (f"{_beats(n)} detected; a heart rate needs at least "
+                                f"{MIN_BEATS_RATE}.")
     else:
         values["heart_rate"] = _round(60000.0 / float(np.mean(rr_ms)))
     if n < MIN_BEATS_SD:
@@ -258,7 +259,8 @@ def _detect_beats(x: np.ndarray, fs: float) -> np.ndarray:
         inside = (candidates >= start) & (candidates < start + block)
         if inside.any():
             span_s = min(block, len(envelope) - start) / fs
-            keep |= inside & (heights >= DETECTION_FRACTION * _typical_beat(heights[inside], span_s))
+            typical = _typical_beat(heights[inside], span_s)
+            keep |= inside & (heights >= DETECTION_FRACTION * typical)
     return candidates[keep]
 
 
@@ -312,7 +314,8 @@ def _median_beat(x: np.ndarray, fs: float, peaks: np.ndarray) -> _MedianBeat | s
         return (f"Fewer than {MIN_BEATS_MEDIAN} complete beats, so no median beat could be "
                 "formed.")
     span = np.arange(-before - lag, after + lag + 1)
-    epochs = np.transpose(x[:, inside[:, None] + span[None, :]], (1, 0, 2))  # [beats, leads, samples]
+    # [beats, leads, samples]
+    epochs = np.transpose(x[:, inside[:, None] + span[None, :]], (1, 0, 2))
     signal_leads = _repeats(epochs)
     if not any(signal_leads):
         return NOT_BEATS
@@ -342,7 +345,8 @@ def _align(epochs: np.ndarray, template: np.ndarray, qrs: slice, lag: int):
     for s in range(-lag, lag + 1):
         seg = epochs[:, :, qrs.start + s: qrs.stop + s]
         seg = seg - seg.mean(axis=2, keepdims=True)
-        c = (seg * t[None]).sum(axis=(1, 2)) / (np.sqrt((seg ** 2).sum(axis=(1, 2))) * t_norm + 1e-12)
+        norm = np.sqrt((seg ** 2).sum(axis=(1, 2))) * t_norm + 1e-12
+        c = (seg * t[None]).sum(axis=(1, 2)) / norm
         better = c > best_corr
         best_corr[better] = c[better]
         best_shift[better] = s
@@ -384,7 +388,7 @@ def _delineate(median: _MedianBeat, used: list[int], fs: float,
     marks: dict[str, int] = {}
     r = int(round(BEFORE_R_S * fs))
     velocity = _velocity(beat, fs, 0.008)
-    quiet = max(2, int(round(QUIET_S * fs)))
+    quiet = _quiet(fs)
     near = slice(r - int(0.1 * fs), r + int(0.1 * fs) + 1)
     v_max = float(velocity[near].max())
     if _too_noisy(median, used, fs, 0.008, QRS_FRACTION * v_max):
@@ -440,6 +444,10 @@ def _first_below(v: np.ndarray, start: int, threshold: float, stop: int, run: in
     return None if quiet.size == 0 else start + int(quiet[0])
 
 
+def _quiet(fs: float) -> int:
+    return max(2, int(round(QUIET_S * fs)))
+
+
 def _runs_below(v: np.ndarray, threshold: float, run: int) -> np.ndarray:
     """Indices i where v[i:i + run] are all under the threshold."""
     if v.size < run:
@@ -467,13 +475,14 @@ def _t_end(median: _MedianBeat, used: list[int], level: np.ndarray, qrs_on: int,
     floor, height = float(after.min()), float(after[0] - after.min())
     spread = float(np.median(median.beats[:, used, start:limit + 1].std(axis=0)))
     if height < T_SNR * spread / math.sqrt(len(median.beats)):
-        return "The T wave does not stand out from the beat-to-beat noise, so its end cannot be found."
+        return ("The T wave does not stand out from the beat-to-beat noise, so its end cannot be "
+                "found.")
     cross = peak + int(np.flatnonzero(after <= floor + 0.1 * height)[0])
     velocity = _velocity(level, fs, 0.04)
     fall = peak + int(np.argmax(velocity[peak:cross + 1]))
     if _too_noisy(median, used, fs, 0.04, T_FRACTION * velocity[fall]):
         return "The median beat is too noisy to place the end of the T wave."
-    end = _first_below(velocity, fall, T_FRACTION * velocity[fall], limit, max(2, int(round(QUIET_S * fs))))
+    end = _first_below(velocity, fall, T_FRACTION * velocity[fall], limit, _quiet(fs))
     if end is None or end > limit - int(0.02 * fs):
         return "The T wave runs into the next beat, so its end cannot be found."
     return end
@@ -504,7 +513,7 @@ def _p_wave(median: _MedianBeat, used: list[int], first: int, qrs_on: int, fs: f
     if _too_noisy(median, used, fs, P_SMOOTH_S, P_FRACTION * v_max):
         return "The median beat is too noisy to place the P wave's onset."
     core = np.flatnonzero(velocity[first:last + 1] >= 0.4 * v_max) + first
-    quiet = max(2, int(round(QUIET_S * fs)))
+    quiet = _quiet(fs)
     p_on = _last_below(velocity, core[0], P_FRACTION * v_max, first - int(0.05 * fs), quiet)
     p_off = _first_below(velocity, core[-1], P_FRACTION * v_max, qrs_on, quiet)
     if p_on is None or p_off is None:
@@ -520,7 +529,7 @@ _LIMB = {"I": (1.0, 0.0), "II": (0.0, 1.0), "III": (-1.0, 1.0), "aVR": (-0.5, -0
 
 
 def _frontal_leads(names: list[str], beat: np.ndarray) -> np.ndarray | None:
-    """Leads I and aVF of the median beat, least-squares from the usable limb leads (two or more)."""
+    """Leads I and aVF of the median beat, by least squares from the limb leads (two or more)."""
     rows = [i for i, name in enumerate(names) if name in _LIMB]
     if len(rows) < 2:
         return None

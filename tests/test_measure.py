@@ -1,6 +1,6 @@
-"""ecgfm.measure: automated, approximate measurements, on synthetic ECGs whose intervals and axes are
-known by construction, and against the carts' own measurements and PhysioNet beat annotations of
-the real files in ../shared/ecg-samples."""
+"""ecgfm.measure: automated, approximate measurements, on synthetic ECGs whose intervals and axes
+are known by construction, and against the carts' own measurements and PhysioNet beat annotations
+of the real files in ../shared/ecg-samples."""
 from __future__ import annotations
 
 import json
@@ -326,10 +326,11 @@ GOALS = {"heart_rate": 2.0, "pr": 20.0, "qrs": 20.0, "qt": 30.0, "p_axis": 15.0,
          "t_axis": 15.0}
 GOAL_SHARE = 0.8
 VENDOR_FORMATS = {"ge-muse", "philips", "hl7-aecg", "scp", "dicom"}
-# wfdb's beat annotation codes (normal, bundle branch, premature, escape, paced, fusion, unclassified).
+# wfdb's beat annotation codes (normal, bundle branch block, premature, escape, paced, fusion,
+# unclassified).
 BEAT_SYMBOLS = set("NLRBAaJSVrFejnE/fQ?")
 WINDOW_S = 10.0
-EDGE_S = 0.1  # the detector leaves out complexes this close to a record's ends; so does the reference
+EDGE_S = 0.1  # the detector leaves out complexes this close to a window's ends; the reference too
 
 
 def _manifest(samples_dir: Path) -> list[dict]:
