@@ -96,7 +96,7 @@ class Measurements:
                 value = f"{self.values[key]:.0f}{'' if unit == '°' else ' '}{unit}"
                 out.append((label, value, ""))
             else:
-                out.append((label, "—", self.absent[key]))
+                out.append((label, "—", self.absent.get(key, "Not measured.")))
         return out
 
 
