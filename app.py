@@ -7,8 +7,10 @@
 Research use only: ECG-FM is not a medical device and its outputs are not diagnoses.
 
 Endpoints (besides the page), each taking (files, sampling_rate_hz=None, start_s=0, leads=None):
-- Gradio API `/predict` -> {"records": [...]}: per record its probabilities, input adequacy, what
-  was read and warnings, or {"file", "error"} for a file that could not be read
+- Gradio API `/predict` -> {"records": [...]}: per record its probabilities, input adequacy, the
+  automated measurements, signal quality, what was read (with the measurements and statements the
+  recording device stored in the file) and warnings, or {"file", "error"} for a file that could not
+  be read; a fifth argument `saliency_hz` ("500", "100", "50" ...) adds ECG-FM's saliency
 - Gradio API `/read`    -> {"records": [...]}: what was read, no model
 - Gradio API `/plot`    -> [(PNG, record name), ...]: the ECG on paper, no model
 - Gradio API `/report`  -> [PDF, ...]: the one-page report of each record
@@ -136,7 +138,8 @@ class ModelHolder:
     def _load(self) -> None:
         try:
             model = ecgfm.load_model("finetuned", precision=PRECISION)
-            self.batcher = BatchingPredictor(model, max_records=MAX_BATCH_RECORDS, **self._probe_options())
+            self.batcher = BatchingPredictor(model, max_records=MAX_BATCH_RECORDS, saliency=True,
+                                             **self._probe_options())
             self.model = model
             log.info("ECG-FM weights loaded (%s)%s.", model.provenance.get("file"),
                      " after an earlier attempt failed" if self._last_error else "")
@@ -456,14 +459,19 @@ def _predict(records) -> list:
     return MODEL.batcher(records)
 
 
-def _payload(entries, predictions: dict | None) -> dict:
-    """The JSON answer: one entry per record, in upload order, failures included."""
+def _payload(entries, predictions: dict | None, saliency_hz: float | None = None,
+             measured: dict | None = None) -> dict:
+    """The JSON answer: one entry per record, in upload order, failures included; the saliency only
+    when asked for (at 500 Hz or fewer values per second). `measured`: measurements already made."""
+    from ecgfm.measure import measure
+
     records = []
     for entry, prepared in entries:
         if prepared is None:
             records.append({"file": _name_of(entry), "error": str(entry)})
             continue
-        out = predictions[id(entry)].to_dict() if predictions else {"file": entry.name}
+        out = predictions[id(entry)].to_dict(saliency_hz=saliency_hz or 0) if predictions else {"file": entry.name}
+        out["measurements"] = ((measured or {}).get(id(entry)) or measure(entry)).to_dict()
         out["read"] = reports.read_summary(entry, prepared)
         records.append(out)
     return {"disclaimer": DISCLAIMER, "ecgfm_version": ecgfm.__version__, "records": records}
@@ -577,12 +585,27 @@ def api_read(files, sampling_rate_hz=None, start_s=0.0, leads=None) -> dict:
 
 
 @_guarded
-def api_predict(files, sampling_rate_hz=None, start_s=0.0, leads=None) -> dict:
-    """ECG-FM's probabilities per record and per 5 s segment, with input adequacy, warnings and provenance."""
-    entries = _read(files, sampling_rate_hz, start_s, leads)
+def api_predict(files, sampling_rate_hz=None, start_s=0.0, leads=None, saliency_hz=None) -> dict:
+    """ECG-FM's probabilities per record and per 5 s segment, with input adequacy, measurements,
+    signal quality, warnings and provenance; `saliency_hz` (500, or a divisor of it) adds the saliency."""
+    entries = _read(files, sampling_rate_hz, start_s, leads)  # claims the uploads first: a bad option deletes them too
+    saliency_hz = _saliency_rate(saliency_hz)
     _all_failed(entries)
     records = [entry for entry, prepared in entries if prepared is not None]
-    return _payload(entries, dict(zip(map(id, records), _predict(records))))
+    return _payload(entries, dict(zip(map(id, records), _predict(records))), saliency_hz)
+
+
+def _saliency_rate(text) -> float | None:
+    from ecgfm.saliency import check_rate
+
+    if text in (None, "", "0", 0):
+        return None
+    try:
+        rate = float(text)
+    except (TypeError, ValueError):
+        raise ECGFMError(f"saliency_hz must be a number of values per second (500, 100, 50 ...), not {text!r}.") from None
+    check_rate(rate)
+    return rate
 
 
 @_guarded
@@ -596,7 +619,8 @@ def api_plot(files, sampling_rate_hz=None, start_s=0.0, leads=None) -> list:
     with _results_folder() as folder:
         for record, prepared in entries:
             if prepared is not None:
-                png = _drawn(lambda: figure_to_png(ecgfm.plot_ecg(record, lead_status=prepared.lead_status)))
+                png = _drawn(lambda: figure_to_png(ecgfm.plot_ecg(record, lead_status=prepared.lead_status,
+                                                                  lead_marks=prepared.quality.lead_marks())))
                 images.append((_save(folder / f"{reports.file_stem(record.name)}-ecg.png", png), record.name))
     return images
 
@@ -611,7 +635,7 @@ def api_report(files, sampling_rate_hz=None, start_s=0.0, leads=None) -> list[st
         return _pdfs(made, folder)
 
 
-def _reports(entries) -> tuple[list[reports.Report], dict | None]:
+def _reports(entries, display: reports.Display | None = None) -> tuple[list[reports.Report], dict | None]:
     """One report per entry, in order: read failures, and records with or without findings."""
     records = [entry for entry, prepared in entries if prepared is not None]
     predictions, problem = None, None
@@ -627,7 +651,7 @@ def _reports(entries) -> tuple[list[reports.Report], dict | None]:
         else:
             prediction = predictions[id(entry)] if predictions else None
             out.append(reports.build(entry, prepared, prediction, model_problem=_plain(problem),
-                                     provenance=MODEL.provenance()))
+                                     provenance=MODEL.provenance(), display=display))
     return out, predictions
 
 
@@ -688,14 +712,11 @@ def _message_html(text: str, kind: str = "error") -> str:
 
 
 def _page_html(made: list[reports.Report], folder: Path) -> str:
-    from ecgfm.plot import figure_to_png
-
     cards = []
     for i, report in enumerate(made):
         png, url = None, None
         if report.record is not None:
-            png = _drawn(lambda: figure_to_png(ecgfm.plot_ecg(report.record, lead_status=report.lead_status),
-                                               dpi=160))
+            png = _drawn(reports.ecg_png, report, dpi=160)
             path = _save(folder / f"{reports.file_stem(report.name)}-ecg.png", png)
             url = f"gradio_api/file={path}"  # relative: works under any root path
         cards.append(reports.to_html(report, anchor=f"ecgfm-record-{i + 1}", png=png, png_url=url,
@@ -717,19 +738,23 @@ def _provenance_md(provenance: dict | None) -> str:
     return "\n".join(["| Item | Value |", "|---|---|"] + [f"| {k} | `{v}` |" for k, v in rows])
 
 
-def ui_analyse(files, sampling_rate_hz, start_s, leads, request: gr.Request = None):
+def ui_analyse(files, sampling_rate_hz, start_s, leads, gain=10, speed=25, display_filter=None,
+               saliency_behind_leads=False, request: gr.Request = None):
     """The page's analysis. Every outcome is shown on the page and stays there until the next action."""
     session = getattr(request, "session_hash", None)
     try:
+        display = reports.Display(float(gain or 10), float(speed or 25), display_filter or None,
+                                  bool(saliency_behind_leads))
         entries = _read(files, sampling_rate_hz, start_s, leads, keep_s=PAGE_IDLE_S, session=session)
-        made, predictions = _reports(entries)
+        made, predictions = _reports(entries, display)
         _add_overviews(made, files, sampling_rate_hz, leads)
         examples = {Path(p).name for p in _paths(files) if _is_example_copy(Path(p))}  # by content, not name
         for report in made:
             report.dataset_label = _dataset_label(report.name) if report.name in examples else None
         with _results_folder() as folder:
             page = _page_html(made, folder)
-            downloads = _write_downloads(_payload(entries, predictions), folder) + _pdfs(made, folder)
+            measured = {id(r.record): r.measurements for r in made if r.record is not None}
+            downloads = _write_downloads(_payload(entries, predictions, measured=measured), folder) + _pdfs(made, folder)
             downloads += sorted(str(p) for p in folder.glob("*-ecg.png"))
     except ECGFMError as exc:
         return "", gr.update(value=None, visible=False), gr.update(), _message_html(str(exc))
@@ -848,6 +873,14 @@ def build_ui() -> gr.Blocks:
                                     label="Leads in the file (optional)",
                                     info="Only for files that do not name their leads, e.g. a one-column "
                                          "CSV: the lead each column holds, in order.")
+                with gr.Accordion("Display (for the eye only)", open=False):
+                    gain = gr.Radio([("5 mm/mV", 5), ("10 mm/mV", 10), ("20 mm/mV", 20)], value=10, label="Gain")
+                    speed = gr.Radio([("25 mm/s", 25), ("50 mm/s", 50)], value=25, label="Paper speed")
+                    display_filter = gr.Radio([("None", ""), ("0.5–40 Hz (monitoring)", "monitor"),
+                                               ("50 Hz notch", "notch50"), ("60 Hz notch", "notch60")],
+                                              value="", label="Display filter")
+                    behind = gr.Checkbox(False, label="Saliency behind every lead (not only the rhythm strip)")
+                    gr.HTML(f'<p class="note">{_esc(reports.DISPLAY_NOTE)}</p>')
                 analyse = gr.Button("Analyse", variant="primary")
                 with gr.Row():
                     earlier = gr.Button("◀ Previous 10 s", size="sm")
@@ -859,12 +892,13 @@ def build_ui() -> gr.Blocks:
         report = gr.HTML(elem_id="ecgfm-report")
         with gr.Accordion("Model and software", open=False):
             provenance = gr.Markdown(_provenance_md(None))
-        inputs = [files, fs, start, leads]
+        inputs = [files, fs, start, leads, gain, speed, display_filter, behind]
         outputs = [report, downloads, provenance, message]
         catalog = _catalog()
         if catalog:
             with examples_slot:
-                gr.Examples(examples=[[[str(EXAMPLES_DIR / n) for n in e["files"]], None, 0, []] for e in catalog],
+                gr.Examples(examples=[[[str(EXAMPLES_DIR / n) for n in e["files"]], None, 0, [], 10, 25, "", False]
+                                      for e in catalog],
                             inputs=inputs, outputs=outputs, fn=ui_analyse, run_on_click=True,
                             cache_examples=False, api_visibility="private",
                             label="Real example ECGs (public, de-identified recordings): click one to analyse it",
@@ -890,9 +924,10 @@ def build_ui() -> gr.Blocks:
                   _with_example(gr.Textbox(label="start_s", value="0", visible=False), "0"),
                   _with_example(gr.Dropdown(choices=list(STANDARD_LEADS), multiselect=True, value=[],
                                             label="leads", visible=False), [])]
+        saliency_hz = _with_example(gr.Textbox(label="saliency_hz", value="", visible=False), "")
         predicted = gr.JSON(label="prediction", visible=False)
         read = gr.JSON(label="reading", visible=False)
-        gr.Button(visible=False).click(api_predict, inputs, predicted, api_name="predict",
+        gr.Button(visible=False).click(api_predict, inputs + [saliency_hz], predicted, api_name="predict",
                                        concurrency_id="model", concurrency_limit=CONCURRENT_REQUESTS)
         gr.Button(visible=False).click(api_read, inputs, read, api_name="read")
         drawn = gr.Gallery(label="ecg", visible=False, format="png")

@@ -126,6 +126,10 @@ def _parser() -> argparse.ArgumentParser:
                               "Hub cache, or ECGFM_PRETRAINED_CHECKPOINT) or a .pt path")
     predict.add_argument("--report", metavar="DIR",
                          help="also write each record's one-page PDF report and its ECG (PNG) into DIR")
+    predict.add_argument("--measure", action="store_true",
+                         help="add automated, approximate measurements (rate, PR, QRS, QT/QTc, axes) to every output")
+    predict.add_argument("--saliency", action="store_true",
+                         help="add ECG-FM's saliency (where its attention concentrated) to --json and --report")
     predict.add_argument("--start", type=float, default=0.0, help="window start in seconds (default 0)")
     predict.add_argument("--duration", type=float, default=10.0, help="window length in seconds (default 10)")
     predict.add_argument("--device", help="cpu or cuda (default: cuda when available)")
@@ -262,16 +266,15 @@ def _write_reports(folder: str, records: list, results: list) -> None:
     from pathlib import Path
 
     from . import report as reports
-    from .plot import figure_to_png, plot_ecg
     from .preprocess import prepare
 
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     for record, result in zip(records, results):
-        prepared = prepare(record)
+        report = reports.build(record, prepare(record), result)
         stem = reports.file_stem(record.name)
-        (out / f"{stem}-report.pdf").write_bytes(reports.to_pdf(reports.build(record, prepared, result)))
-        (out / f"{stem}-ecg.png").write_bytes(figure_to_png(plot_ecg(record, lead_status=prepared.lead_status)))
+        (out / f"{stem}-report.pdf").write_bytes(reports.to_pdf(report))
+        (out / f"{stem}-ecg.png").write_bytes(reports.ecg_png(report, dpi=150))
 
 
 def _analyse(args: argparse.Namespace, records: list) -> list:
@@ -279,7 +282,8 @@ def _analyse(args: argparse.Namespace, records: list) -> list:
 
     model, embedder = _models(args)
     # start 0: each record already is the window, placed in the recording by its start_s.
-    return predict(model, records, embedder=embedder, start_s=0.0, duration_s=args.duration)
+    return predict(model, records, embedder=embedder, saliency=args.saliency, measure=args.measure, start_s=0.0,
+                   duration_s=args.duration)
 
 
 def _models(args: argparse.Namespace) -> tuple:
@@ -392,6 +396,12 @@ def _print_prediction(result) -> None:
     print(f"  {'finding':<{width}}  probability  prevalence")
     for label in sorted(LABELS, key=lambda lab: -result.probabilities[lab.name]):
         print(f"  {label.name:<{width}}  {result.probabilities[label.name]:11.3f}  {label.prevalence_pct:9.2f}%")
+    if result.measurements is not None:
+        made = [f"{label} {value}" for label, value, _ in result.measurements.rows() if value != "—"]
+        print(f"  measurements ({result.measurements.to_dict()['note']}): {'; '.join(made) or 'none could be made'}")
+    if result.device_report is not None and result.device_report.measurements:
+        print(f"  stored in the file by the recording device ({result.device_report.source}): "
+              + "; ".join(f"{key} {value:g}" for key, value in result.device_report.measurements.items()))
     if result.embedding is not None:
         print(f"  embedding: {len(result.embedding)} values (--json gives them)")
     for warning in result.warnings:

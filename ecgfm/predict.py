@@ -17,8 +17,9 @@ import numpy as np
 
 from .adequacy import Adequacy, unusable
 from .errors import ECGFMError, ECGReadError
-from .io.record import ECGRecord
+from .io.record import DeviceReport, ECGRecord
 from .labels import LABELS
+from .measure import Measurements
 from .preprocess import SAMPLE_RATE, SEGMENT_SAMPLES, PreparedECG, prepare
 from .quality import SignalQuality
 from .saliency import SALIENCY_NOTE, SALIENCY_OFFSET_S, check_rate, downsampled, segment_saliency
@@ -63,6 +64,8 @@ class Prediction:
     saliency: np.ndarray | None = None    # [S, 2499] in [0, 1], NaN over padding (ecgfm.saliency)
     probe_probabilities: dict[str, float] | None = None  # the user's own probe's, never ECG-FM's
     quality: SignalQuality | None = None  # per-lead signal quality; None for an unusable input
+    measurements: Measurements | None = None  # automated, approximate; with predict(..., measure=True)
+    device_report: DeviceReport | None = None  # the recording device's own, as stored in the file
 
     def to_dict(self, saliency_hz: float = SAMPLE_RATE) -> dict:
         """A JSON-serialisable form, as the CLI and the app's API return it; the saliency (when
@@ -91,12 +94,16 @@ class Prediction:
                                                for row in downsampled(self.saliency, saliency_hz)]}
         if self.probe_probabilities is not None:
             out["probe_probabilities"] = self.probe_probabilities
+        if self.measurements is not None:
+            out["measurements"] = self.measurements.to_dict()
+        if self.device_report is not None:
+            out["device_report"] = self.device_report.to_dict()
         return out
 
 
 def predict(model: ECGFM, records: ECGRecord | Sequence[ECGRecord], *, embedder: ECGFM | None = None,
             attention: bool = False, saliency: bool = False, start_s: float = 0.0, duration_s: float | None = DEFAULT_WINDOW_S,
-            probe: Probe | None = None) -> Prediction | list[Prediction]:
+            probe: Probe | None = None, measure: bool = False) -> Prediction | list[Prediction]:
     """ECG-FM's probabilities for one record (→ a Prediction) or several (→ a list, one forward).
 
     Each record is cut to the window [start_s, start_s + duration_s) first (None: all of it).
@@ -104,7 +111,8 @@ def predict(model: ECGFM, records: ECGRecord | Sequence[ECGRecord], *, embedder:
     layer's attention map per segment; `saliency` adds ECG-FM's saliency computed from it
     (`ecgfm.saliency`: per segment, value k at start_s + (k + 0.5) / 500 s). `probe` (a linear
     probe of your own labels, `ecgfm.probe`) adds its probabilities from that embedding, kept apart
-    from ECG-FM's (`Prediction.probe_probabilities`).
+    from ECG-FM's (`Prediction.probe_probabilities`). `measure` adds the automated, approximate
+    measurements of the window (`ecgfm.measure`; the first call imports scipy.signal, ~1 s).
     """
     if model.head is None:
         raise ECGFMError("predict needs the finetuned classifier (load_model('finetuned')); the pretrained "
@@ -140,6 +148,8 @@ def predict(model: ECGFM, records: ECGRecord | Sequence[ECGRecord], *, embedder:
             embedding=None if embeddings is None or not count else embeddings[first:first + count].mean(axis=0),
             attention=None if not attention or not count else attn[first:first + count],
             saliency=None if not saliency or not count else _saliency(attn[first:first + count], prep.padding_mask),
+            measurements=_measured(record, start_s, duration_s) if measure else None,
+            device_report=record.device_report,
         ))
         if probe is not None and results[-1].embedding is not None:
             results[-1].probe_probabilities = probe.predict_proba(results[-1].embedding)
@@ -156,6 +166,15 @@ def _prepare_window(record: ECGRecord, start_s: float, duration_s: float | None)
         return PreparedECG(segments=np.zeros((0, 12, 2500), dtype=np.float32), padding_mask=None, spans_s=[],
                            lead_status={}, warnings=list(record.warnings), adequacy=unusable(reason))
     return prepare(window)
+
+
+def _measured(record: ECGRecord, start_s: float, duration_s: float | None) -> Measurements | None:
+    from .measure import measure
+
+    try:
+        return measure(record.window(start_s, duration_s))
+    except ECGReadError:  # nothing left after cutting the window: said by the adequacy
+        return None
 
 
 class BatchingPredictor:
@@ -266,20 +285,28 @@ CSV_COLUMNS = ("file", "scope", "start_s", "end_s", "input_adequacy", "warnings"
 def write_csv(results: Sequence[dict], handle: IO[str]) -> None:
     """Results (`Prediction.to_dict()` form) as CSV: per record, its aggregated row then one per segment.
 
-    An unusable record still gets its row, with its adequacy and no probabilities.
+    An unusable record still gets its row, with its adequacy and no probabilities. Measured records
+    (`measure=True`) add one column per measurement (key_unit, e.g. qt_ms), on the record's row only;
+    a measurement that could not be made is empty.
     """
+    from .measure import QUANTITIES
+
+    measured = any("measurements" in result for result in results)
+    extra = [f"{key}_{'deg' if unit == '°' else unit}" for key, _, unit in QUANTITIES] if measured else []
     writer = csv.writer(handle)
-    writer.writerow(CSV_COLUMNS)
+    writer.writerow([*CSV_COLUMNS, *extra])
     for result in results:
         segments = result["segments"]
         facts = [result["input_adequacy"]["level"], len(result["warnings"]), result["provenance"].get("sha256")]
         probabilities = result["probabilities"] or {}
+        values = (result.get("measurements") or {}).get("values", {})
         writer.writerow([result["file"], "record", segments[0]["start_s"] if segments else "",
                          segments[-1]["end_s"] if segments else "", *facts,
-                         *(probabilities.get(label.name, "") for label in LABELS)])
+                         *(probabilities.get(label.name, "") for label in LABELS),
+                         *(values.get(key, "") for key, _, _ in QUANTITIES if extra)])
         for segment in segments:
             writer.writerow([result["file"], "segment", segment["start_s"], segment["end_s"], *facts,
-                             *(segment["probabilities"][label.name] for label in LABELS)])
+                             *(segment["probabilities"][label.name] for label in LABELS), *[""] * len(extra)])
 
 
 def aggregate(per_segment: np.ndarray) -> dict[str, float]:

@@ -1,8 +1,10 @@
 """What a person reads about one record, described once and rendered twice: HTML (the page) and PDF.
 
 `build` gathers the description (`Report`): the record, whether its input is fit for the model
-(adequacy, said first), ECG-FM's findings set against their prevalence in the training data,
-what was read, every warning, the model's provenance and the disclaimer. `to_html` and `to_pdf`
+(adequacy, said first), the automated measurements beside those the recording device stored in the
+file, the signal quality per lead, ECG-FM's findings set against their prevalence in the training
+data, where the network's attention concentrated, what was read, every warning, the model's
+provenance and the disclaimer. How the ECG is drawn (`Display`) is for the eye only. `to_html` and `to_pdf`
 only lay it out, so the page and the printout never disagree. Nothing here knows Gradio, and
 nothing identifying a patient is ever in a report: readers keep no names, IDs or header comments.
 """
@@ -19,9 +21,13 @@ from datetime import datetime, timezone
 import numpy as np
 
 from .adequacy import COMPLETE, LIMITED, UNUSABLE, Adequacy
-from .io.record import STANDARD_LEADS, ECGRecord
+from .io.record import STANDARD_LEADS, DeviceReport, ECGRecord
 from .labels import LABELS
+from .measure import NOTE as MEASUREMENT_NOTE
+from .measure import QUANTITIES, Measurements, measure
 from .preprocess import PreparedECG
+from .quality import SignalQuality
+from .saliency import SALIENCY_NOTE, saliency_track
 
 DISCLAIMER = ("Research use only. ECG-FM is not a medical device; its outputs are not diagnoses and "
               "must not be used for clinical decisions.")
@@ -31,7 +37,32 @@ PROBABILITY_NOTE = ("Each probability is the model's output for that finding on 
 LIMITED_NOTE = "Not reliable for this input"
 PROBE_NOTE = ("A linear probe fitted on ECG-FM's embeddings with its owner's own labels (the person who set it "
               "up, not ECG-FM's authors): its outputs are that probe's, not ECG-FM's findings.")
+DEVICE_NOTE = "stored in the file by the recording device; not ECG-FM's output"
+DISPLAY_NOTE = ("Display settings change only the drawing: the model always receives the unfiltered signal, "
+                "exactly as ECG-FM's pipeline prepares it.")
 _PREVALENCE = {label.name: label for label in LABELS}
+# Device values with no counterpart among ours, shown in rows of their own.
+_DEVICE_ONLY = (("qtc", "QTc (formula not stated)", "ms"), ("atrial_rate", "Atrial rate", "bpm"))
+
+
+@dataclass(frozen=True)
+class Display:
+    """How the ECG is drawn (`plot.plot_ecg`'s options); never what the model reads."""
+
+    gain_mm_per_mv: float = 10.0
+    speed_mm_per_s: float = 25.0
+    filter: str | None = None  # None | "monitor" | "notch50" | "notch60"
+    saliency_behind_leads: bool = False
+
+    def describe(self) -> str:
+        from .plot import DISPLAY_FILTERS
+
+        return (f"{self.speed_mm_per_s:g} mm/s, {self.gain_mm_per_mv:g} mm/mV, "
+                + (f"display filter {DISPLAY_FILTERS[self.filter]}" if self.filter else "no display filter"))
+
+    def plot_options(self) -> dict:
+        return {"gain_mm_per_mv": self.gain_mm_per_mv, "speed_mm_per_s": self.speed_mm_per_s,
+                "display_filter": self.filter, "saliency_behind_leads": self.saliency_behind_leads}
 
 
 @dataclass
@@ -60,6 +91,11 @@ class Report:
     dataset_label: str | None = None  # what the recording's source dataset says of it, shown apart
     probe: list[tuple[str, float]] = field(default_factory=list)  # the user's own probe, never ECG-FM's
     probe_identity: dict | None = None  # `Probe.identity()`: labels, weights sha256, training size, AUROC
+    measurements: Measurements | None = None  # ours, automated and approximate
+    device_report: DeviceReport | None = None  # the cart's own, from the file
+    quality: SignalQuality | None = None
+    saliency: tuple[np.ndarray, np.ndarray] | None = None  # (times_s, values), `saliency_track`
+    display: Display = field(default_factory=Display)
 
     @property
     def level(self) -> str:
@@ -143,12 +179,15 @@ def provenance_rows(provenance: dict | None) -> list[tuple[str, str]]:
 
 
 def build(record: ECGRecord, prepared: PreparedECG, prediction=None, *, model_problem: str | None = None,
-          provenance: dict | None = None) -> Report:
+          provenance: dict | None = None, measurements: Measurements | None = None,
+          display: Display | None = None) -> Report:
     """The report of one record; `prediction` (a Prediction) is None when the model did not run,
-    and `model_problem` then says why."""
+    and `model_problem` then says why. The measurements are made here unless given (`measure`)."""
     report = Report(name=record.name, analysed_at=_now(), record=record, lead_status=prepared.lead_status,
                     facts=read_facts(read_summary(record, prepared)), warnings=list(prepared.warnings),
-                    provenance=provenance_rows(prediction.provenance if prediction else provenance))
+                    provenance=provenance_rows(prediction.provenance if prediction else provenance),
+                    measurements=measurements or getattr(prediction, "measurements", None) or measure(record),
+                    device_report=record.device_report, quality=prepared.quality, display=display or Display())
     if prediction is None:
         report.no_findings = f"No prediction: {model_problem}" if model_problem else "No prediction was made."
         if not prepared.adequacy.usable:
@@ -162,10 +201,31 @@ def build(record: ECGRecord, prepared: PreparedECG, prediction=None, *, model_pr
                               for name, p in prediction.probabilities.items()), key=lambda f: -f.probability)
     report.segments = [{"start_s": s.start_s, "end_s": s.end_s, "probabilities": s.probabilities}
                        for s in prediction.segments]
+    if prediction.saliency is not None:
+        report.saliency = saliency_track(prediction)
     if prediction.probe_probabilities is not None:
         report.probe = list(prediction.probe_probabilities.items())
         report.probe_identity = prediction.provenance.get("probe")
     return report
+
+
+def measurement_rows(report: Report) -> list[tuple[str, str, str, str]]:
+    """(quantity, ours, the device's, why ours is absent) per quantity either side has."""
+    ours = report.measurements
+    stored = report.device_report.measurements if report.device_report else {}
+    rows = []
+    for key, label, unit in QUANTITIES:
+        value = _with_unit(ours.values.get(key), unit) if ours else "—"
+        reason = "" if ours is None or key in ours.values else ours.absent.get(key, "not measured")
+        rows.append((label, value, _with_unit(stored.get(key), unit), reason))
+    rows += [(label, "", _with_unit(stored[key], unit), "") for key, label, unit in _DEVICE_ONLY if key in stored]
+    return rows
+
+
+def _with_unit(value: float | None, unit: str) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.0f}{'' if unit == '°' else ' '}{unit}"
 
 
 def failed(name: str, message: str) -> Report:
@@ -179,12 +239,21 @@ def file_stem(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "ecg"
 
 
+def ecg_figure(report: Report, row_scale: float = 1.0):
+    """The record drawn as the report shows it: display settings, saliency, signal-quality marks."""
+    from .plot import plot_ecg
+
+    marks = report.quality.lead_marks() if report.quality else None
+    return plot_ecg(report.record, lead_status=report.lead_status, row_scale=row_scale,
+                    saliency=report.saliency, lead_marks=marks, **report.display.plot_options())
+
+
 def ecg_png(report: Report, dpi: int = 130) -> bytes | None:
     if report.record is None:
         return None
-    from .plot import figure_to_png, plot_ecg
+    from .plot import figure_to_png
 
-    return figure_to_png(plot_ecg(report.record, lead_status=report.lead_status), dpi=dpi)
+    return figure_to_png(ecg_figure(report), dpi=dpi)
 
 
 def overview_png(report: Report, dpi: int = 110) -> bytes | None:
@@ -214,15 +283,20 @@ def to_html(report: Report, anchor: str, png: bytes | None = None, png_url: str 
         parts.append(f'<div class="headline" role="status">{_e(report.headline)}</div>')
     if report.error:
         return "".join(parts) + "</section>"
+    parts.append(_measurements_html(report))
     if png:
         data = base64.b64encode(png).decode("ascii")
-        image = (f'<img class="ecg" alt="ECG of {_e(report.name)}, 25 mm/s, 10 mm/mV" '
+        image = (f'<img class="ecg" alt="ECG of {_e(report.name)}, {_e(report.display.describe())}" '
                  f'src="data:image/png;base64,{data}">')
         if png_url:
             image = (f'<a class="ecg-link" href="{_e(png_url)}" target="_blank" rel="noopener" '
                      f'title="Open the ECG full size, to zoom">{image}</a><p class="note">Click the ECG to '
                      'open it full size and zoom.</p>')
-        parts.append(f"<h3>ECG</h3>{image}")
+        caption = f"{report.display.describe()}. {DISPLAY_NOTE}"
+        if report.saliency is not None:
+            caption += f" Shaded orange: {SALIENCY_NOTE}"
+        parts.append(f'<h3>ECG</h3>{image}<p class="note ecg-caption">{_e(caption)}</p>')
+    parts.append(_quality_html(report))
     if overview_png:
         data = base64.b64encode(overview_png).decode("ascii")
         parts.append(f'<img class="overview" alt="The whole recording, with the analysed window shaded" '
@@ -248,6 +322,37 @@ def to_html(report: Report, anchor: str, png: bytes | None = None, png_url: str 
                      f'{_rows_html(report.provenance, "provenance")}</details>')
     parts.append(f'<p class="analysed">Analysed {_e(report.analysed_at)}. {_e(DISCLAIMER)}</p></section>')
     return "".join(parts)
+
+
+def _measurements_html(report: Report) -> str:
+    """Ours beside the recording device's, never mixed: each column says whose it is."""
+    device = report.device_report
+    head = (f"<th>Automated here ({_e(MEASUREMENT_NOTE)})</th>"
+            + (f"<th>{_e(device.source)} ({_e(DEVICE_NOTE)})</th>" if device and device.measurements else ""))
+    body = ""
+    for label, ours, theirs, reason in measurement_rows(report):
+        why = f'<div class="desc">{_e(reason)}</div>' if reason else ""
+        body += (f"<tr><th>{_e(label)}</th><td>{_e(ours)}{why}</td>"
+                 + (f"<td>{_e(theirs)}</td>" if device and device.measurements else "") + "</tr>")
+    method = report.measurements.method if report.measurements else ""
+    parts = [f'<h3>Measurements</h3><div class="table-scroll"><table class="measurements"><thead><tr>'
+             f'<th>Quantity</th>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+             f'<p class="note">Method: {_e(method)}</p>']
+    if device and device.statements:
+        items = "".join(f"<li>{_e(line)}</li>" for line in device.statements)
+        parts.append(f'<div class="device-statements"><b>Interpretation {_e(DEVICE_NOTE)} '
+                     f'({_e(device.source)})</b><ul>{items}</ul></div>')
+    return "".join(parts)
+
+
+def _quality_html(report: Report) -> str:
+    if report.quality is None:
+        return ""
+    if not report.quality.flags:
+        return '<div class="ok quality">Signal quality: no lead flagged (flat, clipped, noise, baseline ' \
+               'wander, mains interference, limb-lead reversal).</div>'
+    items = "".join(f"<li>{_e(line)}</li>" for line in report.quality.sentences())
+    return f'<div class="warnings quality"><b>Signal quality</b><ul>{items}</ul></div>'
 
 
 def _rows_html(rows: list[tuple[str, str]], css: str) -> str:
@@ -302,15 +407,15 @@ def _probe_html(report: Report) -> str:
 
 A4_LANDSCAPE_MM = (297.0, 210.0)
 _MARGIN = 8.0
-_ECG_TOP = 62.0  # mm from the top of the page where the ECG begins
-_ECG_MAX_MM = 118.0  # height the ECG may take; rows are brought closer, never rescaled in time or mV
+_ROOM_BELOW_ECG = 14.0  # mm kept under the ECG for its caption, what was read and the notes
 _LEVEL_COLOUR = {COMPLETE: "#1e5b1e", LIMITED: "#8a4b00", UNUSABLE: "#a3161a", "error": "#a3161a",
                  "none": "#a3161a"}
 
 
 def to_pdf(report: Report) -> bytes:
-    """One A4 landscape page, printable at 100 %: header, input adequacy, findings, the ECG at
-    25 mm/s and 10 mm/mV, what was read, every warning, provenance and the disclaimer."""
+    """One A4 landscape page, printable at 100 %: header, input adequacy, measurements (ours and the
+    device's), findings, signal quality, the ECG at its true scale (25 mm/s and 10 mm/mV unless the
+    display says otherwise), what was read, every warning, provenance and the disclaimer."""
     from matplotlib.backends.backend_pdf import FigureCanvasPdf
     from matplotlib.figure import Figure
 
@@ -322,14 +427,29 @@ def to_pdf(report: Report) -> bytes:
     def text(x_mm, y_mm, value, size=7.0, **style):
         fig.text(x_mm / width, 1 - y_mm / height, value, fontsize=size, va="top", ha="left", **style)
 
+    def lines(value: str, size: float = 6.6, wrap: int = 200, most: int = 2, **style) -> None:
+        nonlocal y
+        for part in textwrap.wrap(value, wrap)[:most]:
+            text(_MARGIN, y, part, size, **style)
+            y += size * 0.45
+
     text(_MARGIN, y, f"ECG-FM report: {report.name}", 12, weight="bold")
     text(width - _MARGIN - 70, y + 1, f"Analysed {report.analysed_at}", 7.5)
     y += 7
     level = report.level
-    for line in textwrap.wrap(report.headline, 150)[:3]:
-        text(_MARGIN, y, line, 8.5, weight="bold", color=_LEVEL_COLOUR[level])
-        y += 4.2
+    lines(report.headline, 8.5, 150, 3, weight="bold", color=_LEVEL_COLOUR[level])
     y += 1
+    if report.record is not None:
+        rows = measurement_rows(report)
+        lines(f"Measurements ({MEASUREMENT_NOTE}): " + "; ".join(f"{label} {ours}" for label, ours, _, _ in rows
+                                                                  if ours and ours != "—"), weight="bold")
+        device = report.device_report
+        if device and device.measurements:
+            lines(f"{device.source}, {DEVICE_NOTE}: "
+                  + "; ".join(f"{label} {theirs}" for label, _, theirs, _ in rows if theirs != "—"))
+        if device and device.statements:
+            lines(f"Interpretation {DEVICE_NOTE}: " + "; ".join(device.statements), most=1)
+        y += 1
     if report.findings:
         note = f"{LIMITED_NOTE}. " if report.adequacy and report.adequacy.level != COMPLETE else ""
         text(_MARGIN, y, f"{note}Findings (probability; prevalence in the training data):", 7.5, weight="bold")
@@ -347,19 +467,23 @@ def to_pdf(report: Report) -> bytes:
         text(_MARGIN, y, report.no_findings, 7.5)
         y += 4
     if report.probe:
-        text(_MARGIN, y, "Your own probe, not ECG-FM: " + "; ".join(f"{name} {p:.3f}" for name, p in report.probe)[:190],
-             6.8, style="italic")
-        y += 3.6
-    if report.record is not None:
-        top = max(y + 2, _ECG_TOP - 14)
-        _place_ecg(fig, report, width, height, top)
-        y = top + _ECG_MAX_MM + 16
-    lines = ["What was read: " + "; ".join(f"{k}: {v}" for k, v in report.facts)] if report.facts else []
-    lines += [f"Note: {w}" for w in report.warnings]
-    if report.provenance:
-        lines.append("Model: " + "; ".join(f"{k}: {v}" for k, v in report.provenance))
+        lines("Your own probe, not ECG-FM: " + "; ".join(f"{name} {p:.3f}" for name, p in report.probe),
+              6.8, most=1, style="italic")
+    if report.quality is not None and report.quality.flags:
+        lines("Signal quality: " + " ".join(report.quality.sentences()), color=_LEVEL_COLOUR[LIMITED])
     bottom = height - _MARGIN - 5
-    for line in lines:
+    if report.record is not None:
+        caption = f"{report.display.describe()}. {DISPLAY_NOTE}"
+        if report.saliency is not None:
+            caption += f" Shaded orange: {SALIENCY_NOTE}"
+        top = y + 1
+        y = top + _place_ecg(fig, report, width, height, top, bottom - _ROOM_BELOW_ECG - top)
+        lines(caption, 6.2, 215)
+    after = ["What was read: " + "; ".join(f"{k}: {v}" for k, v in report.facts)] if report.facts else []
+    after += [f"Note: {w}" for w in report.warnings]
+    if report.provenance:
+        after.append("Model: " + "; ".join(f"{k}: {v}" for k, v in report.provenance))
+    for line in after:
         for part in textwrap.wrap(line, 215):
             if y > bottom - 3:
                 break
@@ -372,19 +496,25 @@ def to_pdf(report: Report) -> bytes:
     return buffer.getvalue()
 
 
-def _place_ecg(fig, report: Report, width: float, height: float, top_mm: float) -> None:
-    """The ECG figure, drawn in mm, placed on the page at its own size so the scale holds."""
-    from .plot import figure_to_png, plot_ecg
-
-    ecg = plot_ecg(report.record, lead_status=report.lead_status)
-    ecg_w, ecg_h = (v * 25.4 for v in ecg.get_size_inches())
-    if ecg_h > _ECG_MAX_MM + 16:
-        ecg = plot_ecg(report.record, lead_status=report.lead_status, row_scale=_ECG_MAX_MM / (ecg_h - 16))
-        ecg_w, ecg_h = (v * 25.4 for v in ecg.get_size_inches())
+def _place_ecg(fig, report: Report, width: float, height: float, top_mm: float, room_mm: float) -> float:
+    """The ECG figure, drawn in mm, placed on the page at its own size so the scale holds; rows are
+    brought closer (never rescaled in time or mV) to fit `room_mm`. Returns the height it took."""
     from matplotlib.image import imread
 
+    from .plot import figure_to_png
+
+    ecg = ecg_figure(report)
+    ecg_w, ecg_h = (v * 25.4 for v in ecg.get_size_inches())
+    if ecg_h > room_mm:
+        # The figure's height is its fixed title lines plus rows in proportion to row_scale: two
+        # drawings give both, and the third fits the room.
+        half_h = ecg_figure(report, row_scale=0.5).get_size_inches()[1] * 25.4
+        per_scale = 2 * (ecg_h - half_h)
+        ecg = ecg_figure(report, row_scale=max((room_mm - (ecg_h - per_scale)) / per_scale, 0.2))
+        ecg_w, ecg_h = (v * 25.4 for v in ecg.get_size_inches())
     image = imread(io.BytesIO(figure_to_png(ecg, dpi=200)), format="png")
     left = (width - ecg_w) / 2
     axes = fig.add_axes((left / width, 1 - (top_mm + ecg_h) / height, ecg_w / width, ecg_h / height))
     axes.imshow(np.asarray(image), interpolation="antialiased", aspect="auto")
     axes.set_axis_off()
+    return ecg_h

@@ -311,6 +311,30 @@ def test_inadequate_input_is_judged_before_findings(client, tmp_path):
     assert unusable["segments"] == [] and "flat" in unusable["input_adequacy"]["reasons"][0]
 
 
+def test_predict_gives_measurements_quality_the_devices_reading_and_saliency_on_request(client, files,
+                                                                                        reference_model):
+    from ecgfm.measure import measure
+
+    philips = REPO / "examples" / "philips_pagewriter.xml"
+    result = client.predict([handle_file(str(p)) for p in files["wfdb"]] + [handle_file(str(philips))],
+                            "", "0", [], "100", api_name="/predict")
+    wfdb_record, philips_record = result["records"]
+    expected = ecgfm.predict(reference_model, ecgfm.read_ecgs(files["wfdb"]), saliency=True)[0]
+    assert wfdb_record["measurements"] == json.loads(json.dumps(
+        measure(ecgfm.read_ecgs(files["wfdb"])[0].window(0.0, 10.0)).to_dict()))
+    assert wfdb_record["signal_quality"] == json.loads(json.dumps(expected.quality.to_dict()))
+    saliency = wfdb_record["saliency"]
+    assert saliency["rate_hz"] == 100 and [len(row) for row in saliency["per_segment"]] == [500, 500]
+    np.testing.assert_allclose(saliency["per_segment"],
+                               expected.to_dict(saliency_hz=100)["saliency"]["per_segment"], atol=1e-4)
+    device = ecgfm.read_ecg(philips).device_report
+    assert philips_record["read"]["device_report"] == json.loads(json.dumps(device.to_dict()))
+    plain = client.predict([handle_file(str(p)) for p in files["wfdb"]], api_name="/predict")["records"][0]
+    assert "saliency" not in plain and "measurements" in plain
+    with pytest.raises(Exception, match="divide 500 Hz"):
+        client.predict([handle_file(str(p)) for p in files["wfdb"]], "", "0", [], "300", api_name="/predict")
+
+
 def test_report_endpoint_gives_a_pdf_named_after_the_record(client, files):
     (pdf,) = client.predict([handle_file(str(p)) for p in files["wfdb"]], api_name="/report")
     assert Path(pdf).name == "rec12s-report.pdf" and Path(pdf).read_bytes()[:5] == b"%PDF-"

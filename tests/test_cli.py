@@ -409,3 +409,38 @@ def test_report_writes_a_pdf_and_png_per_record_named_after_it(files, capsys, tm
     pdf = (out / "first-report.pdf").read_bytes()
     assert pdf.startswith(b"%PDF-") and b"/Count 1" in pdf  # one page
     assert (out / "second-ecg.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_measurements_and_the_devices_own_reading_in_every_output(files, capsys):
+    from ecgfm.measure import measure
+
+    pair = [REPO / "examples" / "HR06000.hea", REPO / "examples" / "HR06000.mat"]
+    philips = REPO / "examples" / "philips_pagewriter.xml"
+    code, out, err = run_cli(capsys, "predict", *pair, philips, "--checkpoint", files["checkpoint"], "--json",
+                             "--measure")
+    assert code == 0, err
+    first, second = (json.loads(line) for line in out.splitlines())
+    expected = measure(ecgfm.read_ecg(pair).window(0.0, 10.0)).to_dict()
+    assert first["measurements"]["note"] == "automated, approximate"
+    assert first["measurements"]["values"] == pytest.approx(expected["values"])
+    assert first["measurements"]["absent"] == expected["absent"]
+    device = ecgfm.read_ecg(philips).device_report
+    assert second["device_report"] == json.loads(json.dumps(device.to_dict())) and device.measurements
+    assert "device_report" not in first  # a PhysioNet record stores no cart reading
+    code, out, _ = run_cli(capsys, "predict", *pair, "--checkpoint", files["checkpoint"], "--csv", "--measure")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert float(rows[0]["heart_rate_bpm"]) == pytest.approx(expected["values"]["heart_rate"])
+    assert rows[1]["heart_rate_bpm"] == ""  # segments carry no measurements
+    code, out, _ = run_cli(capsys, "predict", philips, "--checkpoint", files["checkpoint"], "--measure")
+    assert "measurements (automated, approximate): Heart rate" in out
+    assert f"stored in the file by the recording device ({device.source})" in out
+    code, out, _ = run_cli(capsys, "predict", *pair, "--checkpoint", files["checkpoint"], "--json")
+    assert "measurements" not in json.loads(out)  # asked for only
+
+
+def test_saliency_is_given_when_asked_for(files, capsys):
+    code, out, _ = run_cli(capsys, "predict", *files["first"], "--checkpoint", files["checkpoint"], "--json",
+                           "--saliency")
+    block = json.loads(out)["saliency"]
+    assert code == 0 and block["rate_hz"] == 500 and [len(row) for row in block["per_segment"]] == [2499, 2499]
+    assert min(block["per_segment"][0]) == 0.0 and max(block["per_segment"][0]) == 1.0

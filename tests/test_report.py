@@ -144,3 +144,72 @@ def test_a_probe_is_shown_apart_from_ecgfms_findings_and_named_as_the_owners(mod
     assert html_escape(reports.PROBE_NOTE) in section and "0.910" in section and "abababababab" in section
     assert f'{prediction.probe_probabilities["my_label"]:.3f}' in section
     assert reports.to_pdf(report).startswith(b"%PDF")
+
+
+# --- measurements, the device's own reading, signal quality, saliency, display (issue 11) ----------
+
+def test_measurements_head_the_report_beside_the_recording_devices_own(model, samples_dir):
+    record = ecgfm.read_ecg(samples_dir / "philips" / "sierra_1_04_01_2020-5-18_15-48-11.xml")
+    report = made(model, record)
+    device = record.device_report
+    assert device is not None and device.measurements and device.statements
+    html = reports.to_html(report, "m1", png=reports.ecg_png(report))
+    assert html.index("<h3>Measurements") < html.index("<h3>ECG") < html.index("<h3>Findings")
+    table = html[html.index('<table class="measurements"'):html.index("</table>", html.index("measurements"))]
+    assert reports.MEASUREMENT_NOTE in table and html_escape(reports.DEVICE_NOTE) in table
+    assert html_escape(device.source) in table
+    rows = {label: (ours, theirs) for label, ours, theirs, _ in reports.measurement_rows(report)}
+    assert rows["Heart rate"][1] == f"{device.measurements['heart_rate']:.0f} bpm"
+    ours = report.measurements.values["heart_rate"]
+    assert rows["Heart rate"][0] == f"{ours:.0f} bpm" and abs(ours - device.measurements["heart_rate"]) <= 2
+    statements = html[html.index('class="device-statements"'):]
+    assert all(html_escape(line) in statements for line in device.statements)
+    assert reports.to_pdf(report).startswith(b"%PDF-")
+
+
+def test_a_measurement_that_cannot_be_made_is_absent_with_its_reason(model):
+    report = made(model, ecg("two_chest_leads.csv", leads=["V1", "V2"]))
+    rows = {label: (ours, reason) for label, ours, _, reason in reports.measurement_rows(report)}
+    assert rows["QRS axis"][0] == "—" and rows["QRS axis"][1] == report.measurements.absent["qrs_axis"]
+    assert html_escape(rows["QRS axis"][1]) in reports.to_html(report, "m2")
+
+
+def test_a_flagged_lead_is_marked_on_the_ecg_and_explained(model):
+    record = ecg("noisy_v2.csv")
+    record.signal[7] += np.random.default_rng(0).normal(0.0, 0.2, record.signal.shape[1])
+    report = made(model, record)
+    assert report.quality.lead_marks() == {"V2": "noise"} and report.adequacy.level == "limited"
+    html = reports.to_html(report, "q1")
+    quality = html[html.index('class="warnings quality"'):]
+    assert all(html_escape(line) in quality for line in report.quality.sentences())
+    marks = [t for ax in reports.ecg_figure(report).axes for t in ax.texts if t.get_gid() == "lead-mark"]
+    assert [(mark.xycoords.get_text(), mark.get_text()) for mark in marks] == [("V2", " — noise")]
+    clean = made(model, ecg("clean.csv"))
+    assert 'class="ok quality"' in reports.to_html(clean, "q2")
+
+
+def test_saliency_is_shaded_and_said_what_it_is(model):
+    record = ecg("salient.csv")
+    report = reports.build(record, prepare(record), ecgfm.predict(model, record, saliency=True))
+    times, values = report.saliency
+    assert times[0] == pytest.approx(0.001) and np.nanmax(values) == pytest.approx(1.0)
+    assert html_escape(reports.SALIENCY_NOTE) in reports.to_html(report, "s1", png=reports.ecg_png(report))
+    gids = {artist.get_gid() for ax in reports.ecg_figure(report).axes for artist in ax.get_children()}
+    assert any(str(gid).startswith("saliency:rhythm") for gid in gids)
+    without = made(model, record)
+    html = reports.to_html(without, "s2", png=reports.ecg_png(without))
+    assert without.saliency is None and html_escape(reports.SALIENCY_NOTE) not in html
+
+
+def test_display_settings_change_the_drawing_only_and_are_stated(model):
+    record = ecg("display.csv")
+    before = record.signal.copy()
+    display = reports.Display(gain_mm_per_mv=20, speed_mm_per_s=50, filter="notch50")
+    report = reports.build(record, prepare(record), ecgfm.predict(model, record), display=display)
+    assert report.display.describe() == "50 mm/s, 20 mm/mV, display filter 50 Hz notch"
+    html = reports.to_html(report, "d1", png=reports.ecg_png(report))
+    assert html_escape(report.display.describe()) in html and html_escape(reports.DISPLAY_NOTE) in html
+    np.testing.assert_array_equal(record.signal, before)
+    plain = made(model, record)
+    assert [f.probability for f in report.findings] == [f.probability for f in plain.findings]
+    assert reports.to_pdf(report).startswith(b"%PDF-")

@@ -15,7 +15,8 @@ The same rules for every format:
   field, SCP-ECG's 29997-29999 and 999 (axes), 0 or a negative rate or interval, anything far
   outside what the quantity can be. Units are converted to the keys' units; a value whose unit is
   not understood is absent.
-- Axes are in degrees, given in -180..180 (a cart's 270 is -90).
+- Axes are in degrees, given in -90..270 as GE's 12SL gives them and `ecgfm.measure` does, so that
+  the two columns compare at a glance (a cart's -100 is 260).
 - Statements keep the device's order and wording, with whitespace collapsed; a Philips statement
   and its reason are joined as "statement | reason". A line that can name a person ("Confirmed
   by", technician, physician, "Dr" ...) or that contains one of the file's own identifiers (patient
@@ -75,7 +76,7 @@ def _measurement(key: str, value) -> float | None:
         if abs(number) > 360.0:
             return None
         angle = math.fmod(number, 360.0) + 0.0  # never -0.0
-        return angle - 360.0 if angle > 180.0 else angle + 360.0 if angle <= -180.0 else angle
+        return angle - 360.0 if angle > 270.0 else angle + 360.0 if angle <= -90.0 else angle
     return number if 0.0 < number <= _LIMITS[key] else None
 
 

@@ -450,11 +450,11 @@ def test_muse_machine_statements_beside_a_confirmed_diagnosis(tmp_path):
 @NO_SAMPLES
 @pytest.mark.parametrize("values, expected", [
     # empty, 0 and negative rates or intervals are 'not measured'; axes keep their sign and are
-    # given in -180..180; an axis beyond a full turn is not one
+    # given in -90..270; an axis beyond a full turn is not one
     ({"VentricularRate": "", "PRInterval": "0", "QRSDuration": "-1", "QTInterval": "29999",
-      "QTCorrected": "", "QTcFrederica": "abc", "PAxis": "270", "RAxis": "-30", "TAxis": "999",
+      "QTCorrected": "", "QTcFrederica": "abc", "PAxis": "-100", "RAxis": "-30", "TAxis": "999",
       "AtrialRate": "0"},
-     {"p_axis": -90.0, "qrs_axis": -30.0}),
+     {"p_axis": 260.0, "qrs_axis": -30.0}),
     # a QTc that is not Bazett's on the file's own QT and rate is a QTc of unstated formula
     ({"VentricularRate": "48", "QTInterval": "452", "QTCorrected": "431", "PRInterval": "",
       "QRSDuration": "", "QTcFrederica": "", "PAxis": "", "RAxis": "", "TAxis": "",
