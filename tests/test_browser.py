@@ -28,7 +28,8 @@ playwright_sync = pytest.importorskip("playwright.sync_api")
 expect = playwright_sync.expect
 
 from tests.fairseq_layout import write_checkpoint  # noqa: E402
-from tests.test_app import get_json, running_app, synthetic_ecg, wait_for_model, write_csv, write_wfdb  # noqa: E402
+from tests.test_app import (LEADS, get_json, running_app, synthetic_ecg, wait_for_model, write_csv,  # noqa: E402
+                            write_wfdb)
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"
@@ -53,12 +54,27 @@ def write_two_lead(folder: Path, name: str, seconds: float = 12.0, fs: int = 500
     return [folder / f"{name}.hea", folder / f"{name}.dat"]
 
 
+def write_noisy_v2(folder: Path, name: str, seconds: float = 10.0, fs: int = 500) -> list[Path]:
+    """Twelve leads, V2 buried in broadband noise: a signal-quality flag the page must show."""
+    import numpy as np
+    import wfdb
+
+    folder.mkdir(parents=True, exist_ok=True)
+    signal = synthetic_ecg(seconds, fs)
+    signal[:, 7] += np.random.default_rng(3).normal(0.0, 0.2, signal.shape[0])
+    wfdb.wrsamp(name, fs=fs, units=["mV"] * 12, sig_name=LEADS, p_signal=signal, fmt=["16"] * 12,
+                adc_gain=[1000.0] * 12, baseline=[0] * 12, write_dir=str(folder))
+    return [folder / f"{name}.hea", folder / f"{name}.dat"]
+
+
 @pytest.fixture(scope="module")
 def ecgs(tmp_path_factory) -> dict[str, list[Path]]:
     folder = tmp_path_factory.mktemp("ecgs")
     garbage = folder / "garbage.xml"
     garbage.write_bytes(os.urandom(2048))
     return {"complete": write_wfdb(folder / "complete", "rec12"),
+            "noisy": write_noisy_v2(folder / "noisy", "noisy_v2"),
+            "philips": [REPO / "examples" / "philips_pagewriter.xml"],
             "limited": write_two_lead(folder / "limited", "two_lead"),
             "long": write_wfdb(folder / "long", "long35", seconds=35.0),
             "csv": [write_csv(folder / "csv" / "second_record.csv")],
@@ -271,6 +287,7 @@ def assert_columns_inside(card, columns: list[str], hidden: list[str]) -> None:
 
 REPORT_TEXT = ["#ecgfm-report section.record .headline", "#ecgfm-report table.findings",
                "#ecgfm-report table.read", "#ecgfm-report .warnings", "#ecgfm-report .desc",
+               "#ecgfm-report table.measurements", "#ecgfm-report .ecg-caption",
                "#ecgfm-report section.record", ".disclaimer", "#ecgfm-message"]
 
 
@@ -447,3 +464,44 @@ def test_without_weights_the_page_says_so_first_in_plain_words(weightless_url, e
 
     detail.locator("summary").click()
     expect(detail.locator("code")).to_be_visible()
+
+
+def test_measurements_quality_saliency_and_display_on_the_page(app_url, ecgs, open_page):
+    """A second reader a clinician can check: the measurements first (beside the cart's own), a noisy
+    lead marked and explained, the saliency shaded and said what it is, display settings for the eye."""
+    page = open_page(app_url)
+    report = analyse(page, ecgs["noisy"] + ecgs["philips"], cards=2)
+    noisy, philips = report.locator("section.record").nth(0), report.locator("section.record").nth(1)
+    noisy.locator("table.findings tbody tr").first.wait_for()
+    noisy.locator("img.ecg").evaluate("img => img.decode()")
+    shot(page, "app-measurements-quality-saliency")
+    assert "level-limited" in noisy.get_attribute("class").split()
+    assert "V2" in noisy.locator(".headline").inner_text() and "noise" in noisy.locator(".headline").inner_text()
+    quality = noisy.locator(".warnings.quality")
+    assert "V2" in quality.inner_text()
+    measurements = noisy.locator("table.measurements")
+    assert "automated, approximate" in measurements.inner_text() and "Heart rate" in measurements.inner_text()
+    assert noisy.locator("h3", has_text="Measurements").bounding_box()["y"] < \
+        noisy.locator("table.findings").bounding_box()["y"]
+    caption = noisy.locator(".ecg-caption").inner_text()
+    assert "25 mm/s, 10 mm/mV, no display filter" in caption and "not why any finding was predicted" in caption
+    # The cart's own reading, attributed, in a column of its own; its statements apart.
+    header = philips.locator("table.measurements thead").inner_text()
+    assert "stored in the file by the recording device" in header and "Automated here" in header
+    assert philips.locator(".device-statements li").count() >= 1
+    assert_no_sideways_scroll(page)
+    assert_contrast(page, ["#ecgfm-report table.measurements", "#ecgfm-report .device-statements",
+                           "#ecgfm-report .warnings.quality", "#ecgfm-report .ecg-caption"])
+
+    # Display settings change the drawing only: the probabilities stay, the caption says what is drawn.
+    before = noisy.locator("table.findings td.prob").all_inner_texts()
+    page.get_by_text("Display (for the eye only)").click()
+    page.get_by_label("20 mm/mV").check()
+    page.get_by_label("50 Hz notch").check()
+    page.get_by_label("Saliency behind every lead (not only the rhythm strip)").check()
+    page.get_by_role("button", name="Analyse").click()
+    expect(noisy.locator(".ecg-caption")).to_contain_text("25 mm/s, 20 mm/mV, display filter 50 Hz notch",
+                                                          timeout=2 * TIMEOUT_MS)  # two records, drawn again
+    assert noisy.locator("table.findings td.prob").all_inner_texts() == before
+    noisy.locator("img.ecg").evaluate("img => img.decode()")
+    shot(page, "app-display-settings")
