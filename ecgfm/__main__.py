@@ -396,6 +396,8 @@ def _print_prediction(result) -> None:
     print(f"  {'finding':<{width}}  probability  prevalence")
     for label in sorted(LABELS, key=lambda lab: -result.probabilities[lab.name]):
         print(f"  {label.name:<{width}}  {result.probabilities[label.name]:11.3f}  {label.prevalence_pct:9.2f}%")
+    for sentence in result.quality.sentences() if result.quality is not None else ():
+        print(f"  signal quality: {sentence}")
     if result.measurements is not None:
         made = [f"{label} {value}" for label, value, _ in result.measurements.rows() if value != "—"]
         print(f"  measurements ({result.measurements.to_dict()['note']}): {'; '.join(made) or 'none could be made'}")

@@ -431,6 +431,9 @@ def test_measurements_and_the_devices_own_reading_in_every_output(files, capsys)
     rows = list(csv.DictReader(io.StringIO(out)))
     assert float(rows[0]["heart_rate_bpm"]) == pytest.approx(expected["values"]["heart_rate"])
     assert rows[1]["heart_rate_bpm"] == ""  # segments carry no measurements
+    code, out, _ = run_cli(capsys, "predict", *pair, "--checkpoint", files["checkpoint"])
+    wander = ecgfm.predict(ecgfm.load_model(files["checkpoint"], device="cpu"), ecgfm.read_ecg(pair)).quality
+    assert wander.sentences() and all(f"signal quality: {line}" in out for line in wander.sentences())
     code, out, _ = run_cli(capsys, "predict", philips, "--checkpoint", files["checkpoint"], "--measure")
     assert "measurements (automated, approximate): Heart rate" in out
     assert f"stored in the file by the recording device ({device.source})" in out
