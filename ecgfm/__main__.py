@@ -158,6 +158,10 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--encoder", default=None, metavar="PATH",
                        help="the pretrained encoder for --embeddings: 'pretrained' (default; Hugging Face "
                             "Hub cache, or ECGFM_PRETRAINED_CHECKPOINT) or a .pt path")
+    batch.add_argument("--probe", metavar="DIR",
+                       help="also apply your linear probe (a folder written by `ecgfm probe fit`): its "
+                            "probabilities in probe:<label> columns; needs the encoder, so the embedding "
+                            "column is written too")
     batch.add_argument("--workers", type=int, default=None, metavar="N",
                        help="reader processes (default: one per spare core, at most 8; 0 reads in this process)")
     batch.add_argument("--batch-size", type=int, default=16, metavar="N", help="records per forward (default 16)")
@@ -324,8 +328,9 @@ def _batch(args: argparse.Namespace) -> int:
     stderr), and the exit status is 2 when some record could not be read, as for predict."""
     from .batch import run_batch
 
-    if args.encoder is not None and not args.embedding:
+    if args.encoder is not None and not (args.embedding or args.probe):
         raise ECGFMError("--encoder names the encoder used by --embeddings; add --embeddings to get embeddings.")
+    args.embedding = args.embedding or args.probe is not None  # a probe reads the embeddings
     progress = not args.quiet and sys.stderr.isatty()
 
     def on_error(message: str) -> None:
@@ -339,7 +344,7 @@ def _batch(args: argparse.Namespace) -> int:
 
     model, embedder = _models(args)
     try:
-        summary = run_batch(args.files, args.out, model, embedder=embedder, workers=args.workers,
+        summary = run_batch(args.files, args.out, model, embedder=embedder, probe=args.probe, workers=args.workers,
                             start_s=args.start, duration_s=args.duration, fs=args.fs, leads=args.leads,
                             batch_size=args.batch_size, part_size=args.part_size, progress=progress,
                             on_error=on_error, explain=_message)

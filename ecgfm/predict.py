@@ -82,14 +82,17 @@ class Prediction:
 
 def predict(model: ECGFM, records: ECGRecord | Sequence[ECGRecord], *, embedder: ECGFM | None = None,
             attention: bool = False, start_s: float = 0.0, duration_s: float | None = DEFAULT_WINDOW_S,
-            probe: Probe | None = None) -> Prediction | list[Prediction]:
+            probe: Probe | None = None, prepared: Sequence[PreparedECG] | None = None
+            ) -> Prediction | list[Prediction]:
     """ECG-FM's probabilities for one record (→ a Prediction) or several (→ a list, one forward).
 
     Each record is cut to the window [start_s, start_s + duration_s) first (None: all of it).
     `embedder` (the pretrained encoder) adds ECG-FM's 768-d embedding; `attention` adds the last
     layer's attention map per segment, as ECG-FM's saliency notebook uses it. `probe` (a linear
     probe of your own labels, `ecgfm.probe`) adds its probabilities from that embedding, kept apart
-    from ECG-FM's (`Prediction.probe_probabilities`).
+    from ECG-FM's (`Prediction.probe_probabilities`). `prepared`: the records' windows already
+    prepared by `prepare_window` elsewhere (`ecgfm batch --ray` prepares them in its reading tasks,
+    away from the model); the window arguments then play no part.
     """
     if model.head is None:
         raise ECGFMError("predict needs the finetuned classifier (load_model('finetuned')); the pretrained "
@@ -100,7 +103,10 @@ def predict(model: ECGFM, records: ECGRecord | Sequence[ECGRecord], *, embedder:
         probe.check_encoder(embedder.provenance)
     single = isinstance(records, ECGRecord)
     batch = [records] if single else list(records)
-    prepared = [_prepare_window(record, start_s, duration_s) for record in batch]
+    if prepared is None:
+        prepared = [prepare_window(record, start_s, duration_s) for record in batch]
+    elif len(prepared) != len(batch):
+        raise ECGFMError(f"{len(prepared)} prepared windows were given for {len(batch)} records.")
     probabilities, attn = _forward(model, prepared, need_attention=attention)
     embeddings = None
     if embedder is not None:
@@ -128,7 +134,8 @@ def predict(model: ECGFM, records: ECGRecord | Sequence[ECGRecord], *, embedder:
     return results[0] if single else results
 
 
-def _prepare_window(record: ECGRecord, start_s: float, duration_s: float | None) -> PreparedECG:
+def prepare_window(record: ECGRecord, start_s: float = 0.0, duration_s: float | None = DEFAULT_WINDOW_S
+                   ) -> PreparedECG:
     """The window's preparation; a window that leaves nothing of the record is unusable input."""
     try:
         window = record.window(start_s, duration_s)
