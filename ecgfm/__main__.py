@@ -173,9 +173,19 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--fs", type=float, help="sampling rate in Hz, for files that do not store one")
     batch.add_argument("--leads", type=_lead_list, metavar="I,II,...",
                        help="the names of the files' ECG channels, in order, comma-separated")
-    batch.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    batch.add_argument("--device", help="cpu or cuda (default: cuda when available; with --ray, when the "
+                                         "cluster has GPUs)")
     batch.add_argument("--precision", default="fp32", metavar="{fp32,bf16,fp16}", help=PRECISION_HELP)
     batch.add_argument("--quiet", action="store_true", help="no progress bar and no per-record error lines")
+    batch.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                       help="run on a Ray cluster (pip install \"ecgfm[ray]\"): auto, ray://HOST:10001 or "
+                            "HOST:6379; without ADDRESS, a cluster on this machine for this job only. Put it "
+                            "after the inputs")
+    batch.add_argument("--actors", type=int, metavar="N",
+                       help="with --ray: model actors (default: one per GPU; without GPUs, one per largest node)")
+    batch.add_argument("--actor-cpus", type=float, metavar="N",
+                       help="with --ray: CPUs each actor reserves, and torch's threads on a CPU (default: 1 "
+                            "with a GPU; without, the largest node's CPUs)")
     batch.set_defaults(run=_batch)
 
     probe = commands.add_parser("probe", help="linear probes on ECG-FM's embeddings, for your own labels")
@@ -342,12 +352,17 @@ def _batch(args: argparse.Namespace) -> int:
         else:
             print(f"error: {message}", file=sys.stderr)
 
-    model, embedder = _models(args)
+    options = dict(probe=args.probe, start_s=args.start, duration_s=args.duration, fs=args.fs, leads=args.leads,
+                   batch_size=args.batch_size, part_size=args.part_size, progress=progress, on_error=on_error,
+                   explain=_message)
     try:
-        summary = run_batch(args.files, args.out, model, embedder=embedder, probe=args.probe, workers=args.workers,
-                            start_s=args.start, duration_s=args.duration, fs=args.fs, leads=args.leads,
-                            batch_size=args.batch_size, part_size=args.part_size, progress=progress,
-                            on_error=on_error, explain=_message)
+        if args.ray is not None:
+            summary = _batch_on_ray(args, options)
+        else:
+            if args.actors is not None or args.actor_cpus is not None:
+                raise ECGFMError("--actors and --actor-cpus size the model actors of --ray; add --ray.")
+            model, embedder = _models(args)
+            summary = run_batch(args.files, args.out, model, embedder=embedder, workers=args.workers, **options)
     except KeyboardInterrupt:
         print(f"ecgfm batch: interrupted; what was scored is kept in {args.out}.parts, and the same command "
               "continues from there.", file=sys.stderr)
@@ -359,6 +374,24 @@ def _batch(args: argparse.Namespace) -> int:
         print(line)
     print(DISCLAIMER)
     return 2 if summary.unreadable else 0
+
+
+def _batch_on_ray(args: argparse.Namespace, options: dict):
+    """`batch --ray`: each actor loads the weights on its node, from the same names."""
+    from pathlib import Path
+
+    from .batch_ray import run_batch_ray
+
+    if args.workers is not None:
+        raise ECGFMError("--workers sizes the reader processes of one machine; with --ray, reading runs as Ray "
+                         "tasks (leave --workers out).")
+    if args.ray and Path(args.ray).exists():
+        raise ECGFMError(f"--ray takes the cluster's address (auto, ray://HOST:10001, HOST:6379), not {args.ray}; "
+                         "put --ray after the inputs.")
+    return run_batch_ray(args.files, args.out, args.checkpoint,
+                         encoder=(args.encoder or "pretrained") if args.embedding else None,
+                         address=args.ray or None, actors=args.actors, actor_cpus=args.actor_cpus,
+                         device=args.device, precision=args.precision, **options)
 
 
 def _load(args: argparse.Namespace, checkpoint: str, role: str):

@@ -831,7 +831,12 @@ class Job:
                     shutil.rmtree(self.parts, ignore_errors=True)
                 raise
             summary = Summary(self.out)
-            self._pipeline(scoring, done, number, summary)
+            try:
+                self._pipeline(scoring, done, number, summary)
+            except BaseException:
+                if created and not self._committed_parts():  # nothing was kept: leave no trace
+                    shutil.rmtree(self.parts, ignore_errors=True)
+                raise
             if not (summary.new or summary.skipped or summary.duplicates or self.out.exists()):
                 shutil.rmtree(self.parts, ignore_errors=True)
                 raise ECGFMError(f"the inputs ({_shorten(self.inputs.inputs)}) hold no file to read.")
