@@ -5,7 +5,8 @@ Every record that can be read is answered; each one that cannot is one sentence 
 (`error: ...`, and in `--json` also a `{"file", "error"}` line in its place), and the exit status
 is then 2. Every other expected failure (no weights, a bad option) prints one sentence and exits 2
 before any result is printed. `info` reads files only: nothing on its path imports torch.
-`batch` scores a whole dataset into one Parquet file, resumably (ecgfm/batch.py).
+`batch` scores a whole dataset into one Parquet file, resumably (ecgfm/batch.py; with --ray, on a Ray
+cluster: ecgfm/batch_ray.py).
 """
 from __future__ import annotations
 
