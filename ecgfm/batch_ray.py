@@ -1,9 +1,11 @@
 """`ecgfm batch --ray`: the job of `ecgfm batch`, scored by a Ray Data pipeline on a Ray cluster.
 
-    this process: enumerate the inputs' units, skip those already done (batch.Job, as without Ray)
-        -> Ray CPU tasks: read each unit with the window cut (`read_unit`), prepare each record's
-           window (`prepare_window`)
-        -> a fixed pool of Ray actors, each loading the models once (a GPU each when the cluster
+    this process: enumerate the inputs' units, skip those already done (batch.Job, as without
+        Ray), hand the rest to Ray Data (their list stays here, a few hundred bytes a unit)
+        -> read each unit with the window cut (`read_unit`), prepare each record's window
+           (`prepare_window`): in one-CPU tasks beside the actors when the cluster has GPUs;
+           without GPUs, in the actors' stage (Ray fuses the two, the actors holding the cores)
+        -> a fixed pool of actors, each loading the models once (one GPU each when the cluster
            has GPUs): `score` (ecgfm.predict) and `unit_rows`, `batch_size` units at a time
         -> back in this process: rows into committed parts, then the merge (batch.Job)
 
@@ -219,6 +221,20 @@ def _connect(ray, address: str | None) -> bool:
     return True
 
 
+def _check_room(actors: int, actor_cpus: float, on_gpu: bool, *, gpus: float, cpus: float, largest: float) -> None:
+    """Refuse a pool the cluster cannot hold now (Ray would wait for it without end)."""
+    if actor_cpus > largest:
+        raise ECGFMError(f"an actor cannot have {actor_cpus:g} CPUs: the largest node of the Ray cluster has "
+                         f"{largest:g}; give fewer with --actor-cpus.")
+    if on_gpu and actors > gpus:
+        raise ECGFMError(f"{actors} actors need a GPU each, but the Ray cluster has {gpus:g}; give fewer with --actors.")
+    reading = 1 if on_gpu else 0  # without GPUs, reading runs in the actors' stage
+    if actors * actor_cpus + reading > cpus:
+        raise ECGFMError(f"{actors} actors of {actor_cpus:g} CPUs{' and the reading tasks' if reading else ''} need "
+                         f"{actors * actor_cpus + reading:g} CPUs, but the Ray cluster has {cpus:g}; give fewer with "
+                         "--actors or --actor-cpus.")
+
+
 def run_batch_ray(inputs: Sequence[str | os.PathLike], out: str | os.PathLike,
                   checkpoint: str | os.PathLike = "finetuned", *, encoder: str | os.PathLike | None = None,
                   probe=None, address: str | None = None, actors: int | None = None,
@@ -272,6 +288,7 @@ def run_batch_ray(inputs: Sequence[str | os.PathLike], out: str | os.PathLike,
             actor_cpus = 1 if on_gpu else largest
         if actors is None:
             actors = int(gpus) if on_gpu else max(1, int(cpus // actor_cpus))
+        _check_room(int(actors), float(actor_cpus), on_gpu, gpus=gpus, cpus=cpus, largest=largest)
         provenance = {**describe(model, embedder), "device": "cuda" if on_gpu else "cpu", "precision": precision}
         if embedder is not None:
             provenance["embedder"] = {**provenance["embedder"], "precision": precision}

@@ -233,6 +233,12 @@ def test_cli_batch_on_ray(cluster, data, on_ray, tmp_path, capsys):
     code = main(["batch", str(data["manifest"]), "--out", str(tmp_path / "x.parquet"), "--checkpoint",
                  str(data["checkpoint"]), "--ray", "--workers", "2"])
     assert code == 2 and "--workers" in capsys.readouterr().err
+    for option, refusal in ((["--actor-cpus", "3"], "the largest node of the Ray cluster has 2"),
+                            (["--actors", "3"], "3 actors of 2 CPUs need 6 CPUs, but the Ray cluster has 2")):
+        code = main(["batch", str(data["manifest"]), "--out", str(tmp_path / "x.parquet"), "--checkpoint",
+                     str(data["checkpoint"]), "--ray", *option])
+        assert code == 2 and refusal in capsys.readouterr().err
+    assert not (tmp_path / "x.parquet").exists() and not parts_folder(tmp_path / "x.parquet").exists()
 
 
 def test_without_ray_the_cli_says_how_to_install_it(tmp_path):
