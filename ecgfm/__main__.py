@@ -5,7 +5,8 @@ Every record that can be read is answered; each one that cannot is one sentence 
 (`error: ...`, and in `--json` also a `{"file", "error"}` line in its place), and the exit status
 is then 2. Every other expected failure (no weights, a bad option) prints one sentence and exits 2
 before any result is printed. `info` reads files only: nothing on its path imports torch.
-`batch` scores a whole dataset into one Parquet file, resumably (ecgfm/batch.py).
+`batch` scores a whole dataset into one Parquet file, resumably (ecgfm/batch.py; with --ray, on a Ray
+cluster: ecgfm/batch_ray.py).
 """
 from __future__ import annotations
 
@@ -162,6 +163,10 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--encoder", default=None, metavar="PATH",
                        help="the pretrained encoder for --embeddings: 'pretrained' (default; Hugging Face "
                             "Hub cache, or ECGFM_PRETRAINED_CHECKPOINT) or a .pt path")
+    batch.add_argument("--probe", metavar="DIR",
+                       help="also apply your linear probe (a folder written by `ecgfm probe fit`): its "
+                            "probabilities in probe:<label> columns; needs the encoder, so the embedding "
+                            "column is written too")
     batch.add_argument("--workers", type=int, default=None, metavar="N",
                        help="reader processes (default: one per spare core, at most 8; 0 reads in this process)")
     batch.add_argument("--batch-size", type=int, default=16, metavar="N", help="records per forward (default 16)")
@@ -173,9 +178,19 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--fs", type=float, help="sampling rate in Hz, for files that do not store one")
     batch.add_argument("--leads", type=_lead_list, metavar="I,II,...",
                        help="the names of the files' ECG channels, in order, comma-separated")
-    batch.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    batch.add_argument("--device", help="cpu or cuda (default: cuda when available; with --ray, when the "
+                                         "cluster has GPUs)")
     batch.add_argument("--precision", default="fp32", metavar="{fp32,bf16,fp16}", help=PRECISION_HELP)
     batch.add_argument("--quiet", action="store_true", help="no progress bar and no per-record error lines")
+    batch.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                       help="run on a Ray cluster (pip install \"ecgfm[ray]\"): auto, ray://HOST:10001 or "
+                            "HOST:6379; without ADDRESS, a cluster on this machine for this job only. Put it "
+                            "after the inputs")
+    batch.add_argument("--actors", type=int, metavar="N",
+                       help="with --ray: model actors (default: one per GPU; without GPUs, one per largest node)")
+    batch.add_argument("--actor-cpus", type=float, metavar="N",
+                       help="with --ray: CPUs each actor reserves, and torch's threads on a CPU (default: 1 "
+                            "with a GPU; without, the largest node's CPUs)")
     batch.set_defaults(run=_batch)
 
     probe = commands.add_parser("probe", help="linear probes on ECG-FM's embeddings, for your own labels")
@@ -328,8 +343,9 @@ def _batch(args: argparse.Namespace) -> int:
     stderr), and the exit status is 2 when some record could not be read, as for predict."""
     from .batch import run_batch
 
-    if args.encoder is not None and not args.embedding:
+    if args.encoder is not None and not (args.embedding or args.probe):
         raise ECGFMError("--encoder names the encoder used by --embeddings; add --embeddings to get embeddings.")
+    args.embedding = args.embedding or args.probe is not None  # a probe reads the embeddings
     progress = not args.quiet and sys.stderr.isatty()
 
     def on_error(message: str) -> None:
@@ -341,12 +357,17 @@ def _batch(args: argparse.Namespace) -> int:
         else:
             print(f"error: {message}", file=sys.stderr)
 
-    model, embedder = _models(args)
+    options = dict(probe=args.probe, start_s=args.start, duration_s=args.duration, fs=args.fs, leads=args.leads,
+                   batch_size=args.batch_size, part_size=args.part_size, progress=progress, on_error=on_error,
+                   explain=_message)
     try:
-        summary = run_batch(args.files, args.out, model, embedder=embedder, workers=args.workers,
-                            start_s=args.start, duration_s=args.duration, fs=args.fs, leads=args.leads,
-                            batch_size=args.batch_size, part_size=args.part_size, progress=progress,
-                            on_error=on_error, explain=_message)
+        if args.ray is not None:
+            summary = _batch_on_ray(args, options)
+        else:
+            if args.actors is not None or args.actor_cpus is not None:
+                raise ECGFMError("--actors and --actor-cpus size the model actors of --ray; add --ray.")
+            model, embedder = _models(args)
+            summary = run_batch(args.files, args.out, model, embedder=embedder, workers=args.workers, **options)
     except KeyboardInterrupt:
         print(f"ecgfm batch: interrupted; what was scored is kept in {args.out}.parts, and the same command "
               "continues from there.", file=sys.stderr)
@@ -358,6 +379,24 @@ def _batch(args: argparse.Namespace) -> int:
         print(line)
     print(DISCLAIMER)
     return 2 if summary.unreadable else 0
+
+
+def _batch_on_ray(args: argparse.Namespace, options: dict):
+    """`batch --ray`: each actor loads the weights on its node, from the same names."""
+    from pathlib import Path
+
+    from .batch_ray import run_batch_ray
+
+    if args.workers is not None:
+        raise ECGFMError("--workers sizes the reader processes of one machine; with --ray, reading runs as Ray "
+                         "tasks (leave --workers out).")
+    if args.ray and Path(args.ray).exists():
+        raise ECGFMError(f"--ray takes the cluster's address (auto, ray://HOST:10001, HOST:6379), not {args.ray}; "
+                         "put --ray after the inputs.")
+    return run_batch_ray(args.files, args.out, args.checkpoint,
+                         encoder=(args.encoder or "pretrained") if args.embedding else None,
+                         address=args.ray or None, actors=args.actors, actor_cpus=args.actor_cpus,
+                         device=args.device, precision=args.precision, **options)
 
 
 def _load(args: argparse.Namespace, checkpoint: str, role: str):

@@ -14,6 +14,11 @@ The pipeline, with memory bounded whatever the dataset size:
     main thread: gather `batch_size` records -> `ecgfm.predict` (the one pipeline) -> rows
         -> writer thread: each part written to a temporary name, fsynced, renamed atomically
 
+`Job` is the output's side (settings, schema and metadata, resuming, parts, merge) and takes the
+scoring as a part: `_ScoreHere` above, or the Ray Data pipeline of `ecgfm.batch_ray`, which makes
+the same rows with the same `score` and `unit_rows`. A probe (`probe=`) adds its own columns,
+`probe:<label>`, and its identity to the metadata.
+
 Resuming: the rows are the manifest. A part file is either whole or absent, and every unit's rows
 lie in one part; on start, the `source` column of the committed parts (and of an existing output)
 says which units are done, and those are skipped. At the end the parts are merged into the output
@@ -61,6 +66,7 @@ MANIFEST_ID_COLUMNS = ("id", "record_id", "record id", "record")
 BASE_COLUMNS = ("id", "source", "files", "record", "status", "reason", "adequacy", "window_start_s",
                 "window_end_s", "segments")
 TAIL_COLUMNS = ("warnings",)
+PROBE_PREFIX = "probe:"  # the columns of the user's own probe: never to be taken for ECG-FM's findings
 
 
 def default_workers() -> int:
@@ -135,7 +141,8 @@ def _read_manifest_header(path: Path, reserved: set[str]) -> _Manifest:
         for name in header:
             if name in known or not name:
                 continue
-            column = name if name not in reserved and name not in extras else f"manifest_{name}"
+            taken = name in reserved or name.startswith(PROBE_PREFIX) or name in extras
+            column = f"manifest_{name}" if taken else name
             extras[column] = name
         index = {name: header.index(name) for name in extras.values()}
         can_int = dict.fromkeys(extras, True)
@@ -420,9 +427,108 @@ class Readers:
                 self._pool = None
 
 
+# --- rows ---------------------------------------------------------------------------------------
+
+def probe_column(label: str) -> str:
+    """The output column of a probe's label: `probe:<label>`, apart from ECG-FM's 17 findings."""
+    return f"{PROBE_PREFIX}{label}"
+
+
+def score(model, records: list[ECGRecord], *, embedder=None, probe=None, duration_s: float | None = None,
+          prepared: list | None = None) -> dict[int, object]:
+    """Each record's Prediction (by id()), or the sentence saying why the model failed on it.
+
+    The records go through `ecgfm.predict` in one forward; when that fails, each record alone, so
+    that one record never takes the others down. `prepared`: each record's window prepared
+    elsewhere (see `predict`), or the sentence saying why it could not be prepared.
+    """
+    from .predict import predict
+
+    out: dict[int, object] = {}
+    if prepared is not None:
+        out = {id(record): window for record, window in zip(records, prepared) if isinstance(window, str)}
+        pairs = [(record, window) for record, window in zip(records, prepared) if not isinstance(window, str)]
+        records, prepared = [record for record, _ in pairs], [window for _, window in pairs]
+    options = dict(embedder=embedder, probe=probe, start_s=0.0, duration_s=duration_s)
+
+    def run(chosen: list[int]) -> list:
+        windows = None if prepared is None else [prepared[i] for i in chosen]
+        return predict(model, [records[i] for i in chosen], prepared=windows, **options)
+
+    if not records:
+        return out
+    try:
+        out.update(zip(map(id, records), run(list(range(len(records))))))
+        return out
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as error:  # noqa: BLE001 - find the record at fault by running each alone
+        if len(records) == 1:
+            out[id(records[0])] = _model_failure(records[0], error)
+            return out
+    for i, record in enumerate(records):
+        try:
+            out[id(record)] = run([i])[0]
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as error:  # noqa: BLE001 - that record is refused, the job goes on
+            out[id(record)] = _model_failure(record, error)
+    return out
+
+
+def unit_rows(unit: Unit, entries: list, predictions: dict[int, object]) -> list[dict]:
+    """The output rows of one unit: a row per entry (a record read, or the sentence saying why it
+    could not be), with its Prediction or model failure from `predictions` (see `score`). The one
+    way a row is made, wherever the model ran."""
+    rows = []
+    names: dict[str, int] = {}
+    extras = dict(unit.extras)
+    for entry in entries:
+        row = {"source": unit.source, "files": list(unit.files), **extras}
+        if isinstance(entry, ECGRecord):
+            row["record"] = entry.name
+            name = entry.name
+        else:
+            name = entry.split(": ", 1)[0] if ": " in entry else "?"
+        if len(entries) == 1:
+            row["id"] = unit.source
+        else:
+            names[name] = names.get(name, 0) + 1
+            row["id"] = f"{unit.source}/{name}" + (f"#{names[name]}" if names[name] > 1 else "")
+        if not isinstance(entry, ECGRecord):
+            row.update(status=REFUSED, reason=entry, warnings=[])
+            rows.append(row)
+            continue
+        row.update(window_start_s=entry.start_s, window_end_s=entry.start_s + entry.duration_s)
+        prediction = predictions[id(entry)]
+        if isinstance(prediction, str):  # the model failed on this record
+            row.update(status=REFUSED, reason=prediction, warnings=list(entry.warnings),
+                       adequacy=_adequacy_level(entry))
+            rows.append(row)
+            continue
+        adequacy = prediction.adequacy
+        row.update(status=STATUS_OF_LEVEL[adequacy.level], adequacy=adequacy.level,
+                   reason="; ".join(adequacy.reasons) or None, warnings=list(prediction.warnings),
+                   segments=len(prediction.segments))
+        if prediction.probabilities is not None:
+            row.update(prediction.probabilities)
+        if prediction.embedding is not None:
+            row["embedding"] = prediction.embedding
+        if prediction.probe_probabilities is not None:
+            row.update({probe_column(label): value for label, value in prediction.probe_probabilities.items()})
+        rows.append(row)
+    return rows
+
+
+def _not_read(row: dict) -> bool:
+    """A row standing for a record that could not be read (no record name: nothing was read)."""
+    return row["status"] == REFUSED and row.get("record") is None
+
+
 # --- output -------------------------------------------------------------------------------------
 
-def _schema(embedding_dim: int | None, extra_columns: dict[str, str], metadata: dict):
+def _schema(embedding_dim: int | None, probe_labels: Sequence[str], extra_columns: dict[str, str],
+            metadata: dict):
     import pyarrow as pa
 
     kinds = {"int": pa.int64(), "float": pa.float64(), "string": pa.string()}
@@ -442,6 +548,7 @@ def _schema(embedding_dim: int | None, extra_columns: dict[str, str], metadata: 
     ]
     if embedding_dim:
         fields.append(pa.field("embedding", pa.list_(pa.float32(), embedding_dim)))
+    fields += [pa.field(probe_column(label), pa.float32()) for label in probe_labels]
     fields += [pa.field(column, kinds[kind]) for column, kind in extra_columns.items()]
     return pa.schema(fields, metadata={METADATA_KEY: json.dumps(metadata).encode()})
 
@@ -520,6 +627,7 @@ class _Writer(threading.Thread):
         self.check()
 
 
+
 # --- the job ------------------------------------------------------------------------------------
 
 @dataclass
@@ -568,47 +676,63 @@ def _describe_key(key: dict) -> str:
     return ", ".join(f"{name} {value}" for name, value in key.items() if name != "columns")
 
 
-class _Job:
-    def __init__(self, inputs, out, model, embedder, *, workers, start_s, duration_s, fs, leads,
-                 batch_size, part_size, progress, on_error, explain):
-        from .predict import describe
+# Scoring: the units still to do -> (how many units, their rows), batch after batch. Two exist: the
+# reader processes and forwards of this module (`_ScoreHere`), and the Ray Data pipeline of batch_ray.
+Scoring = Callable[[Iterator[Unit]], Iterator[tuple[int, list[dict]]]]
 
+
+class Job:
+    """One output and its settings: which units are done, rows into committed parts, the merge.
+
+    What scores the units is given to `run`; everything that makes the output what it is (its
+    schema, metadata and key, resuming, the summary) is here, so that every way of scoring writes
+    the same file.
+    """
+
+    def __init__(self, inputs, out, provenance: dict, *, embedding_dim: int | None, probe: dict | None,
+                 start_s: float, duration_s: float | None, fs: float | None, leads, part_size: int,
+                 progress: bool, on_error, explain):
         self.out = Path(out)
         self.parts = parts_folder(self.out)
-        self.model, self.embedder = model, embedder
-        self.workers = default_workers() if workers is None else int(workers)
         self.start_s, self.duration_s, self.fs = float(start_s), duration_s, fs
         self.leads = tuple(leads) if leads else None
-        self.batch_size, self.part_size = batch_size, part_size
-        self.progress, self.on_error = progress, on_error
+        self.part_size, self.progress, self.on_error = part_size, progress, on_error
         self.explain = explain or (lambda text: text)
         self.inputs = Inputs(inputs, exclude=[self.out, self.parts, _merging_path(self.out)])
-        self.max_in_flight = max(2 * batch_size, 4 * max(self.workers, 1))
-        provenance = describe(model, embedder)
-        self.embedding_dim = embedder.dims.embed_dim if embedder is not None else None
+        self.embedding_dim = embedding_dim
+        probe_labels = probe["labels"] if probe else []
         classifier = {k: provenance.get(k) for k in ("source", "repo", "revision", "file", "sha256")}
         encoder = None
-        if embedder is not None:
+        if provenance.get("embedder") is not None:
             encoder = {k: provenance["embedder"].get(k) for k in ("source", "repo", "revision", "file", "sha256")}
-        columns = _schema(self.embedding_dim, self.inputs.extra_columns, {})
+        columns = _schema(embedding_dim, probe_labels, self.inputs.extra_columns, {})
         key = {"classifier_sha256": classifier["sha256"], "encoder_sha256": encoder and encoder["sha256"],
                "precision": provenance["precision"], "ecgfm_version": provenance["ecgfm_version"],
                "start_s": self.start_s, "duration_s": duration_s, "fs": fs,
                "leads": list(self.leads) if self.leads else None,
                "columns": [f"{f.name}:{f.type}" for f in columns]}
+        if probe:
+            key["probe_sha256"] = probe["sha256"]
         self.metadata = {
             "format": FORMAT, "ecgfm_version": provenance["ecgfm_version"], "precision": provenance["precision"],
             "device": provenance["device"], "classifier": classifier, "encoder": encoder,
             "window": {"start_s": self.start_s, "duration_s": duration_s},
             "fs": fs, "leads": key["leads"], "labels": [label.name for label in LABELS],
-            "embedding_dim": self.embedding_dim,
+            "embedding_dim": embedding_dim,
             "status": {OK: "complete input, scored", LIMITED: "limited input, scored but not reliable",
                        REFUSED: "not scored: unreadable, unusable input, or the model failed"},
             "started": _now(), "key": key,
         }
-        self.schema = _schema(self.embedding_dim, self.inputs.extra_columns, self.metadata)
+        if probe:
+            self.metadata["probe"] = probe
+        self.schema = _schema(embedding_dim, probe_labels, self.inputs.extra_columns, self.metadata)
         self.errors: list[str] = []
         self.error_count = 0
+
+    def task(self, unit: Unit) -> tuple:
+        """What `read_unit` reads for this unit: its files with the job's window, rate and leads."""
+        return (unit.files, unit.fs if unit.fs is not None else self.fs, unit.leads or self.leads,
+                self.start_s, self.duration_s)
 
     # -- resuming --
 
@@ -624,7 +748,7 @@ class _Job:
         if _key(metadata) != self.metadata["key"]:
             raise ECGFMError(f"{path} holds results made with other settings ({_describe_key(_key(metadata))}); "
                              f"this run uses {_describe_key(self.metadata['key'])}. Give another --out, or "
-                             "run with the same weights, precision, window and inputs' columns.")
+                             "run with the same weights, probe, precision, window and inputs' columns.")
         return metadata
 
     def _sources(self, path: Path) -> set[str]:
@@ -651,47 +775,19 @@ class _Job:
             number = max(number, int(re.findall(r"\d+", part.stem)[-1]) + 1)
         return done, number
 
-    # -- rows --
+    def _pending(self, done: set[str], summary: Summary) -> Iterator[Unit]:
+        """The units to score, each once; those done by an earlier run, and repeats, are counted."""
+        issued: set[str] = set()
+        for unit in self.inputs:
+            if unit.source in done:
+                summary.skipped += 1
+            elif unit.source in issued:  # the same record given twice: scored once
+                summary.duplicates += 1
+            else:
+                issued.add(unit.source)
+                yield unit
 
-    def _rows(self, unit: Unit, entries: list, predictions: dict[int, object]) -> list[dict]:
-        rows = []
-        names: dict[str, int] = {}
-        extras = dict(unit.extras)
-        for entry in entries:
-            row = {"source": unit.source, "files": list(unit.files), **extras}
-            if isinstance(entry, ECGRecord):
-                row["record"] = entry.name
-                name = entry.name
-            else:
-                name = entry.split(": ", 1)[0] if ": " in entry else "?"
-            if len(entries) == 1:
-                row["id"] = unit.source
-            else:
-                names[name] = names.get(name, 0) + 1
-                row["id"] = f"{unit.source}/{name}" + (f"#{names[name]}" if names[name] > 1 else "")
-            if not isinstance(entry, ECGRecord):
-                reason = self.explain(entry)
-                row.update(status=REFUSED, reason=reason, warnings=[])
-                self._error(reason)
-                rows.append(row)
-                continue
-            row.update(window_start_s=entry.start_s, window_end_s=entry.start_s + entry.duration_s)
-            prediction = predictions[id(entry)]
-            if isinstance(prediction, str):  # the model failed on this record
-                row.update(status=REFUSED, reason=prediction, warnings=list(entry.warnings),
-                           adequacy=_adequacy_level(entry))
-                rows.append(row)
-                continue
-            adequacy = prediction.adequacy
-            row.update(status=STATUS_OF_LEVEL[adequacy.level], adequacy=adequacy.level,
-                       reason="; ".join(adequacy.reasons) or None, warnings=list(prediction.warnings),
-                       segments=len(prediction.segments))
-            if prediction.probabilities is not None:
-                row.update(prediction.probabilities)
-            if prediction.embedding is not None:
-                row["embedding"] = prediction.embedding
-            rows.append(row)
-        return rows
+    # -- rows --
 
     def _error(self, reason: str) -> None:
         self.error_count += 1
@@ -719,35 +815,9 @@ class _Job:
                 columns[column.name] = pa.array(values, type=column.type)
         return pa.table(columns, schema=self.schema)
 
-    # -- scoring --
-
-    def _predict(self, records: list[ECGRecord]) -> dict[int, object]:
-        """Each record's Prediction (by id()), or the sentence saying why the model failed on it."""
-        from .predict import predict
-
-        if not records:
-            return {}
-        options = dict(embedder=self.embedder, start_s=0.0, duration_s=self.duration_s)
-        try:
-            return {id(r): p for r, p in zip(records, predict(self.model, records, **options))}
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except Exception as error:  # noqa: BLE001 - find the record at fault by running each alone
-            if len(records) == 1:
-                return {id(records[0]): _model_failure(records[0], error)}
-        out = {}
-        for record in records:
-            try:
-                out[id(record)] = predict(self.model, [record], **options)[0]
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except Exception as error:  # noqa: BLE001 - that record is refused, the job goes on
-                out[id(record)] = _model_failure(record, error)
-        return out
-
     # -- the run --
 
-    def run(self) -> Summary:
+    def run(self, scoring: Scoring) -> Summary:
         began = time.monotonic()
         self.out.parent.mkdir(parents=True, exist_ok=True)
         created = not self.parts.exists()
@@ -761,7 +831,12 @@ class _Job:
                     shutil.rmtree(self.parts, ignore_errors=True)
                 raise
             summary = Summary(self.out)
-            self._pipeline(done, number, summary)
+            try:
+                self._pipeline(scoring, done, number, summary)
+            except BaseException:
+                if created and not self._committed_parts():  # nothing was kept: leave no trace
+                    shutil.rmtree(self.parts, ignore_errors=True)
+                raise
             if not (summary.new or summary.skipped or summary.duplicates or self.out.exists()):
                 shutil.rmtree(self.parts, ignore_errors=True)
                 raise ECGFMError(f"the inputs ({_shorten(self.inputs.inputs)}) hold no file to read.")
@@ -773,44 +848,10 @@ class _Job:
         summary.errors, summary.error_count = self.errors, self.error_count
         return summary
 
-    def _pipeline(self, done: set[str], number: int, summary: Summary) -> None:
+    def _pipeline(self, scoring: Scoring, done: set[str], number: int, summary: Summary) -> None:
+        """The scored rows into parts: one committed every `part_size` rows or COMMIT_EVERY_S seconds."""
         stop = threading.Event()
-        futures: queue.Queue = queue.Queue(maxsize=self.max_in_flight)
-        readers = Readers(self.workers)
         total = {"count": None, "so_far": 0}
-        feeder_error: list[BaseException] = []
-
-        def put(item) -> bool:
-            while not stop.is_set():
-                try:
-                    futures.put(item, timeout=0.1)
-                    return True
-                except queue.Full:
-                    continue
-            return False
-
-        def feed() -> None:
-            issued: set[str] = set()
-            try:
-                for unit in self.inputs:
-                    if stop.is_set():
-                        return
-                    if unit.source in done:
-                        summary.skipped += 1
-                        continue
-                    if unit.source in issued:  # the same record given twice: scored once
-                        summary.duplicates += 1
-                        continue
-                    issued.add(unit.source)
-                    task = (unit.files, unit.fs if unit.fs is not None else self.fs,
-                            unit.leads or self.leads, self.start_s, self.duration_s)
-                    future = None if unit.error else readers.submit(task)
-                    if not put((unit, task, future)):
-                        return
-            except BaseException as error:  # noqa: BLE001 - raised by the main thread
-                feeder_error.append(error)
-            finally:
-                put(None)
 
         def count() -> None:  # the bar's total, for its ETA (inputs given twice are counted twice)
             try:
@@ -820,52 +861,35 @@ class _Job:
                     if unit.source not in done:
                         total["so_far"] += 1
                 total["count"] = total["so_far"]
-            except Exception:  # noqa: BLE001 - the bar then shows no total; the feeder reports the problem
+            except Exception:  # noqa: BLE001 - the bar then shows no total; the scoring reports the problem
                 pass
 
         bar = self._bar()
-        feeder = threading.Thread(target=feed, name="ecgfm-batch-feeder", daemon=True)
-        feeder.start()
         if bar is not None:
             threading.Thread(target=count, name="ecgfm-batch-counter", daemon=True).start()
         writer = _Writer(self.parts, number)
         writer.start()
         pending_rows: list[dict] = []
         last_commit = time.monotonic()
-        finished = False
+        scored = scoring(self._pending(done, summary))
         try:
-            while not finished:
-                batch, records = [], 0
-                while records < self.batch_size:
-                    item = futures.get()
-                    if item is None:
-                        finished = True
-                        break
-                    unit, task, future = item
-                    if future is None:
-                        entries = [unit.error]
-                    else:
-                        entries = readers.result(future, task)
-                        if entries is None:
-                            first = Path(unit.files[0]).name if unit.files else unit.source
-                            entries = [f"{first}: reading this file stopped its reader process (a crash "
-                                       "in its decoder); it was not read."]
-                    batch.append((unit, entries))
-                    records += sum(isinstance(entry, ECGRecord) for entry in entries)
-                if feeder_error:
-                    raise feeder_error[0]
-                predictions = self._predict([e for _, entries in batch for e in entries
-                                             if isinstance(e, ECGRecord)])
-                for unit, entries in batch:
-                    pending_rows += self._rows(unit, entries, predictions)
+            for units, rows in scored:
+                for row in rows:
+                    if _not_read(row):
+                        row["reason"] = self.explain(row["reason"])
+                        self._error(row["reason"])
+                pending_rows += rows
                 writer.check()
-                if pending_rows and (finished or len(pending_rows) >= self.part_size
+                if pending_rows and (len(pending_rows) >= self.part_size
                                      or time.monotonic() - last_commit >= COMMIT_EVERY_S):
                     writer.put(self._table(pending_rows))
                     pending_rows, last_commit = [], time.monotonic()
                 if bar is not None:
                     bar.total = total["count"] if total["count"] is not None else max(total["so_far"], bar.n)
-                    bar.update(len(batch))
+                    bar.update(units)
+            if pending_rows:
+                writer.put(self._table(pending_rows))
+                pending_rows = []
         except KeyboardInterrupt:
             # What is scored is kept: the next run of the same command goes on from there.
             if pending_rows:
@@ -873,13 +897,14 @@ class _Job:
             raise
         finally:
             stop.set()
-            feeder.join(timeout=30)  # it stops at its next unit; then nothing is submitted any more
             try:
-                writer.finish()
+                scored.close()  # the scoring stops and lets its workers go
             finally:
-                readers.close()
-                if bar is not None:
-                    bar.close()
+                try:
+                    writer.finish()
+                finally:
+                    if bar is not None:
+                        bar.close()
         summary.new = writer.committed_rows
 
     def _bar(self):
@@ -937,6 +962,82 @@ class _Job:
         os.replace(temporary, self.out)
         _fsync_folder(self.out.parent)
         shutil.rmtree(self.parts, ignore_errors=True)
+
+
+class _ScoreHere:
+    """Scoring on this machine: reader processes read the units (in input order, a bounded number
+    in flight) while this process runs the batched forwards.
+
+        feeder thread: submit each unit to the readers -> a bounded queue of read units
+        this thread: gather `batch_size` records -> `score` (ecgfm.predict) -> rows
+    """
+
+    def __init__(self, job: Job, model, embedder, probe, *, workers: int, batch_size: int):
+        self.job, self.model, self.embedder, self.probe = job, model, embedder, probe
+        self.workers, self.batch_size = workers, batch_size
+        self.max_in_flight = max(2 * batch_size, 4 * max(workers, 1))
+
+    def __call__(self, units: Iterator[Unit]) -> Iterator[tuple[int, list[dict]]]:
+        stop = threading.Event()
+        futures: queue.Queue = queue.Queue(maxsize=self.max_in_flight)
+        readers = Readers(self.workers)
+        feeder_error: list[BaseException] = []
+
+        def put(item) -> bool:
+            while not stop.is_set():
+                try:
+                    futures.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def feed() -> None:
+            try:
+                for unit in units:
+                    if stop.is_set():
+                        return
+                    task = self.job.task(unit)
+                    future = None if unit.error else readers.submit(task)
+                    if not put((unit, task, future)):
+                        return
+            except BaseException as error:  # noqa: BLE001 - raised by the consuming thread
+                feeder_error.append(error)
+            finally:
+                put(None)
+
+        feeder = threading.Thread(target=feed, name="ecgfm-batch-feeder", daemon=True)
+        feeder.start()
+        try:
+            finished = False
+            while not finished:
+                batch, records = [], 0
+                while records < self.batch_size:
+                    item = futures.get()
+                    if item is None:
+                        finished = True
+                        break
+                    unit, task, future = item
+                    if future is None:
+                        entries = [unit.error]
+                    else:
+                        entries = readers.result(future, task)
+                        if entries is None:
+                            first = Path(unit.files[0]).name if unit.files else unit.source
+                            entries = [f"{first}: reading this file stopped its reader process (a crash "
+                                       "in its decoder); it was not read."]
+                    batch.append((unit, entries))
+                    records += sum(isinstance(entry, ECGRecord) for entry in entries)
+                if feeder_error:
+                    raise feeder_error[0]
+                predictions = score(self.model, [e for _, entries in batch for e in entries
+                                                 if isinstance(e, ECGRecord)],
+                                    embedder=self.embedder, probe=self.probe, duration_s=self.job.duration_s)
+                yield len(batch), [row for unit, entries in batch for row in unit_rows(unit, entries, predictions)]
+        finally:
+            stop.set()
+            feeder.join(timeout=30)  # it stops at its next unit; then nothing is submitted any more
+            readers.close()
 
 
 def _shorten(items: list[str], shown: int = 3) -> str:
@@ -1000,29 +1101,11 @@ def _count(out: Path, summary: Summary) -> None:
             summary.unusable += level == "unusable"
 
 
-def run_batch(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, model, *, embedder=None,
-              workers: int | None = None, start_s: float = 0.0, duration_s: float | None = 10.0,
-              fs: float | None = None, leads: Sequence[str] | None = None, batch_size: int = DEFAULT_BATCH,
-              part_size: int = DEFAULT_PART, progress: bool = False,
-              on_error: Callable[[str], None] | None = None,
-              explain: Callable[[str], str] | None = None) -> Summary:
-    """Score every record of `inputs` into the Parquet file `out`, resumably; returns the Summary.
+# --- checks shared by every way of running a job ------------------------------------------------
 
-    `model` is the finetuned classifier, `embedder` the pretrained encoder (adds the `embedding`
-    column). Each record is read with the window [start_s, start_s + duration_s) cut and scored by
-    `ecgfm.predict`, exactly as `ecgfm predict` scores it. `workers` reader processes (default: one
-    per spare core; 0 reads in this process); `batch_size` records per forward; a part is committed
-    every `part_size` records or COMMIT_EVERY_S seconds. `on_error` hears the first reading failures
-    (the others are in the output's `reason` column); `explain` rewords a reader's sentence.
-
-    The reader processes are spawned and import the main module, as multiprocessing's do: from a
-    script, call run_batch under `if __name__ == "__main__":`.
-    """
-    if model.head is None:
-        raise ECGFMError("batch needs the finetuned classifier (load_model('finetuned')); the pretrained "
-                         "encoder only gives embeddings, pass it as embedder=.")
-    if embedder is not None and embedder.head is not None:
-        raise ECGFMError("embedder must be the pretrained encoder (load_model('pretrained')).")
+def check_settings(*, start_s: float, duration_s: float | None, fs: float | None, leads, batch_size: int,
+                   part_size: int) -> list[str] | None:
+    """Refuse settings that would fail every record, in one sentence; the leads as a list of names."""
     if not math.isfinite(float(start_s)) or start_s < 0:
         raise ECGFMError("the window must start at 0 s or later.")
     if duration_s is not None and (not math.isfinite(float(duration_s)) or duration_s <= 0):
@@ -1033,14 +1116,85 @@ def run_batch(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, model
     for name, value in (("batch size", batch_size), ("part size", part_size)):
         if int(value) < 1:
             raise ECGFMError(f"the {name} must be 1 or more.")
+    if leads is None:
+        return None
+    from . import io
+
+    leads = [name.strip() for name in (leads.split(",") if isinstance(leads, str) else leads)]
+    io._check_leads("leads", leads)  # read_ecgs' own check: a wrong name fails the job, not each record
+    return leads
+
+
+def check_models(model, embedder, probe):
+    """Refuse models (and a probe) that cannot make the output, before any work; returns the probe
+    (loaded when a folder was given) and the facts the output records about it, or (None, None)."""
+    if model.head is None:
+        raise ECGFMError("batch needs the finetuned classifier (load_model('finetuned')); the pretrained "
+                         "encoder only gives embeddings, pass it as embedder=.")
+    if embedder is not None and embedder.head is not None:
+        raise ECGFMError("embedder must be the pretrained encoder (load_model('pretrained')).")
+    if probe is None:
+        return None, None
+    from .probe import Probe
+
+    name = None
+    if not isinstance(probe, Probe):
+        name = Path(probe).name
+        probe = Probe.load(probe)
+    if embedder is None:
+        raise ECGFMError("a probe reads ECG-FM's embeddings: give the pretrained encoder too (embedder=, "
+                         "or --encoder).")
+    try:
+        probe.check_encoder(embedder.provenance)
+    except ECGFMError:
+        raise ECGFMError(f"the probe{f' {name}' if name else ''} was fitted on embeddings of the encoder with "
+                         f"sha256 {probe.encoder_sha256[:12]}…, but the encoder given has sha256 "
+                         f"{embedder.provenance['sha256'][:12]}…; give the probe's encoder (--encoder PATH), "
+                         "or fit a probe on this encoder's embeddings.") from None
+    if probe.dim != embedder.dims.embed_dim:
+        raise ECGFMError(f"the probe takes {probe.dim}-value embeddings, but this encoder gives "
+                         f"{embedder.dims.embed_dim}; give the encoder the probe was fitted on.")
+    sha256 = (probe.card.get("weights") or {}).get("sha256")
+    if not sha256:
+        raise ECGFMError("the probe has no saved weights for the output to name it by; save it first "
+                         "(Probe.save) and give it, or its folder.")
+    facts = {"name": name, "labels": list(probe.labels), "columns": [probe_column(label) for label in probe.labels],
+             "sha256": sha256, "encoder_sha256": probe.encoder_sha256, "created": probe.card.get("created"),
+             "format": probe.card.get("format")}
+    return probe, facts
+
+
+def run_batch(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, model, *, embedder=None,
+              probe=None, workers: int | None = None, start_s: float = 0.0, duration_s: float | None = 10.0,
+              fs: float | None = None, leads: Sequence[str] | None = None, batch_size: int = DEFAULT_BATCH,
+              part_size: int = DEFAULT_PART, progress: bool = False,
+              on_error: Callable[[str], None] | None = None,
+              explain: Callable[[str], str] | None = None) -> Summary:
+    """Score every record of `inputs` into the Parquet file `out`, resumably; returns the Summary.
+
+    `model` is the finetuned classifier, `embedder` the pretrained encoder (adds the `embedding`
+    column). `probe` (an `ecgfm.probe.Probe`, or its folder; needs `embedder`) adds its probabilities
+    as `probe:<label>` columns. Each record is read with the window [start_s, start_s + duration_s)
+    cut and scored by `ecgfm.predict`, exactly as `ecgfm predict` scores it. `workers` reader
+    processes (default: one per spare core; 0 reads in this process); `batch_size` records per
+    forward; a part is committed every `part_size` records or COMMIT_EVERY_S seconds. `on_error`
+    hears the first reading failures (the others are in the output's `reason` column); `explain`
+    rewords a reader's sentence.
+
+    The reader processes are spawned and import the main module, as multiprocessing's do: from a
+    script, call run_batch under `if __name__ == "__main__":`.
+    """
+    from .predict import describe
+
+    probe, probe_facts = check_models(model, embedder, probe)
+    leads = check_settings(start_s=start_s, duration_s=duration_s, fs=fs, leads=leads, batch_size=batch_size,
+                           part_size=part_size)
     if workers is not None and int(workers) < 0:
         raise ECGFMError("the number of workers must be 0 (read in this process) or more.")
-    if leads is not None:
-        from . import io
-
-        leads = [name.strip() for name in (leads.split(",") if isinstance(leads, str) else leads)]
-        io._check_leads("leads", leads)  # read_ecgs' own check: a wrong name fails the job, not each record
-    job = _Job(inputs, out, model, embedder, workers=workers, start_s=start_s, duration_s=duration_s, fs=fs,
-               leads=leads, batch_size=int(batch_size), part_size=int(part_size), progress=progress,
-               on_error=on_error, explain=explain)
-    return job.run()
+    job = Job(inputs, out, describe(model, embedder),
+              embedding_dim=embedder.dims.embed_dim if embedder is not None else None, probe=probe_facts,
+              start_s=start_s, duration_s=duration_s, fs=fs, leads=leads, part_size=int(part_size),
+              progress=progress, on_error=on_error, explain=explain)
+    scoring = _ScoreHere(job, model, embedder, probe, workers=default_workers() if workers is None else int(workers),
+                         batch_size=int(batch_size))
+    return job.run(scoring)

@@ -103,7 +103,8 @@ class Prediction:
 
 def predict(model: ECGFM, records: ECGRecord | Sequence[ECGRecord], *, embedder: ECGFM | None = None,
             attention: bool = False, saliency: bool = False, start_s: float = 0.0, duration_s: float | None = DEFAULT_WINDOW_S,
-            probe: Probe | None = None, measure: bool = False) -> Prediction | list[Prediction]:
+            probe: Probe | None = None, measure: bool = False, prepared: Sequence[PreparedECG] | None = None
+            ) -> Prediction | list[Prediction]:
     """ECG-FM's probabilities for one record (→ a Prediction) or several (→ a list, one forward).
 
     Each record is cut to the window [start_s, start_s + duration_s) first (None: all of it).
@@ -113,6 +114,9 @@ def predict(model: ECGFM, records: ECGRecord | Sequence[ECGRecord], *, embedder:
     probe of your own labels, `ecgfm.probe`) adds its probabilities from that embedding, kept apart
     from ECG-FM's (`Prediction.probe_probabilities`). `measure` adds the automated, approximate
     measurements of the window (`ecgfm.measure`; the first call imports scipy.signal, ~1 s).
+    `prepared`: the records' windows already prepared by `prepare_window` elsewhere (`ecgfm batch
+    --ray` prepares them in its reading tasks, away from the model); the window arguments then play
+    no part in the prediction (the measurements, asked for, still cut the window).
     """
     if model.head is None:
         raise ECGFMError("predict needs the finetuned classifier (load_model('finetuned')); the pretrained "
@@ -123,7 +127,10 @@ def predict(model: ECGFM, records: ECGRecord | Sequence[ECGRecord], *, embedder:
         probe.check_encoder(embedder.provenance)
     single = isinstance(records, ECGRecord)
     batch = [records] if single else list(records)
-    prepared = [_prepare_window(record, start_s, duration_s) for record in batch]
+    if prepared is None:
+        prepared = [prepare_window(record, start_s, duration_s) for record in batch]
+    elif len(prepared) != len(batch):
+        raise ECGFMError(f"{len(prepared)} prepared windows were given for {len(batch)} records.")
     probabilities, attn = _forward(model, prepared, need_attention=attention or saliency)
     embeddings = None
     if embedder is not None:
@@ -157,7 +164,8 @@ def predict(model: ECGFM, records: ECGRecord | Sequence[ECGRecord], *, embedder:
     return results[0] if single else results
 
 
-def _prepare_window(record: ECGRecord, start_s: float, duration_s: float | None) -> PreparedECG:
+def prepare_window(record: ECGRecord, start_s: float = 0.0, duration_s: float | None = DEFAULT_WINDOW_S
+                   ) -> PreparedECG:
     """The window's preparation; a window that leaves nothing of the record is unusable input."""
     try:
         window = record.window(start_s, duration_s)

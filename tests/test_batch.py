@@ -397,3 +397,109 @@ def test_cli_batch_failures_are_one_sentence(data, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["batch", str(data["manifest"])])  # --out is required
     assert "--out" in capsys.readouterr().err
+
+
+# --- a probe of the user's own labels ------------------------------------------------------------
+
+def _probe(folder: Path, encoder_sha256: str, seed: int, dim: int = 64) -> Path:
+    """A saved probe with random weights: what is tested is how batch applies it, not what it learnt.
+    One of its labels has the name of an ECG-FM finding, to show that the two never mix."""
+    from ecgfm.probe import Probe
+
+    rng = np.random.default_rng(seed)
+    labels = ["mine", "Sinus rhythm"]
+    probe = Probe(labels=labels, mean=rng.normal(0, 0.1, dim), scale=rng.uniform(0.5, 2, dim),
+                  weight=rng.normal(0, 0.5, (len(labels), dim)), bias=rng.normal(0, 0.5, len(labels)),
+                  card={"encoder": {"sha256": encoder_sha256}})
+    probe.save(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def probed(data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("probed")
+    folder = _probe(root / "my-probe", data["embedder"].provenance["sha256"], seed=5)
+    out = root / "probed.parquet"
+    summary = run_batch(data["inputs"], out, data["model"], embedder=data["embedder"], probe=folder, workers=0,
+                        batch_size=4)
+    return {"folder": folder, "out": out, "summary": summary, "rows": _rows(out)}
+
+
+def test_probe_columns_equal_ecgfm_predict_with_the_probe(data, complete, probed):
+    from ecgfm.probe import Probe
+
+    probe = Probe.load(probed["folder"])
+    schema = pq.read_schema(probed["out"])
+    columns = ["probe:mine", "probe:Sinus rhythm"]
+    assert schema.names[schema.names.index("embedding") + 1:][:2] == columns
+    assert schema.names[10:27] == LABEL_NAMES  # ECG-FM's own findings, unchanged, in their place
+    rows, checked = probed["rows"], 0
+    _same_numbers(rows, complete["rows"])
+    for key, row in rows.items():
+        if row["status"] == "refused":
+            assert row["probe:mine"] is None and row["probe:Sinus rhythm"] is None
+            continue
+        fs = 200 if key == "D" else 500 if key in "ABC" else None
+        expected = ecgfm.predict(data["model"], ecgfm.read_ecg(row["files"], fs=fs), embedder=data["embedder"],
+                                 probe=probe)
+        for label in probe.labels:
+            assert row[f"probe:{label}"] == pytest.approx(expected.probe_probabilities[label], abs=1e-6), (key, label)
+        assert row["Sinus rhythm"] == pytest.approx(expected.probabilities["Sinus rhythm"], abs=1e-6)
+        assert row["probe:Sinus rhythm"] != pytest.approx(row["Sinus rhythm"], abs=1e-3)
+        checked += 1
+    assert checked == 9
+
+
+def test_the_probe_is_named_in_the_metadata(data, probed):
+    metadata = read_metadata(probed["out"])
+    card = json.loads((probed["folder"] / "probe.json").read_text())
+    assert metadata["probe"]["name"] == "my-probe" and metadata["probe"]["labels"] == ["mine", "Sinus rhythm"]
+    assert metadata["probe"]["columns"] == ["probe:mine", "probe:Sinus rhythm"]
+    assert metadata["probe"]["sha256"] == card["weights"]["sha256"] and len(card["weights"]["sha256"]) == 64
+    assert metadata["probe"]["encoder_sha256"] == data["embedder"].provenance["sha256"]
+    assert metadata["key"]["probe_sha256"] == card["weights"]["sha256"]
+
+
+def test_a_probe_of_another_encoder_is_refused_before_any_work(data, tmp_path):
+    folder = _probe(tmp_path / "other-probe", "ab" * 32, seed=6)
+    out = tmp_path / "refused.parquet"
+    with pytest.raises(ECGFMError, match="was fitted on embeddings of the encoder with sha256 abababababab") as refused:
+        run_batch(data["inputs"], out, data["model"], embedder=data["embedder"], probe=folder, workers=0)
+    assert str(refused.value).count(". ") == 0  # one sentence
+    assert not out.exists() and not batch.parts_folder(out).exists()
+    with pytest.raises(ECGFMError, match="embeddings"):
+        run_batch(data["inputs"], out, data["model"], probe=_probe(tmp_path / "p", "", seed=7), workers=0)
+    with pytest.raises(ECGFMError, match="64"):
+        wide = _probe(tmp_path / "wide", data["embedder"].provenance["sha256"], seed=8, dim=32)
+        run_batch(data["inputs"], out, data["model"], embedder=data["embedder"], probe=wide, workers=0)
+    assert not out.exists() and not batch.parts_folder(out).exists()
+
+
+def test_resuming_with_another_probe_is_refused(data, probed, tmp_path):
+    out = tmp_path / "resume.parquet"
+    first = run_batch([data["manifest"]], out, data["model"], embedder=data["embedder"], probe=probed["folder"],
+                      workers=0)
+    assert first.records == 5
+    other = _probe(tmp_path / "other", data["embedder"].provenance["sha256"], seed=9)
+    for probe in (other, None):
+        with pytest.raises(ECGFMError, match="other settings"):
+            run_batch([data["manifest"]], out, data["model"], embedder=data["embedder"], probe=probe, workers=0)
+    again = run_batch(data["inputs"], out, data["model"], embedder=data["embedder"], probe=probed["folder"],
+                      workers=0)
+    assert again.skipped == 5 and again.records == 12
+    _same_numbers(_rows(out), probed["rows"])
+    assert [_rows(out)[key]["probe:mine"] for key in "ABCD"] == [probed["rows"][key]["probe:mine"] for key in "ABCD"]
+
+
+def test_cli_batch_probe(data, probed, tmp_path, capsys):
+    out = tmp_path / "cli-probe.parquet"
+    code = main(["batch", str(data["manifest"]), "--out", str(out), "--checkpoint", str(data["checkpoint"]),
+                 "--encoder", str(data["encoder"]), "--probe", str(probed["folder"]), "--workers", "0"])
+    assert code == 2, capsys.readouterr().err  # missing.csv
+    rows = _rows(out)
+    assert {"embedding", "probe:mine", "probe:Sinus rhythm"} <= set(pq.read_schema(out).names)
+    for key in "ABCD":
+        assert rows[key]["probe:mine"] == pytest.approx(probed["rows"][key]["probe:mine"], abs=1e-6)
+    code = main(["batch", str(data["manifest"]), "--out", str(tmp_path / "x.parquet"), "--checkpoint",
+                 str(data["checkpoint"]), "--encoder", str(data["encoder"]), "--probe", str(tmp_path / "nowhere")])
+    assert code == 2 and "not a saved probe" in capsys.readouterr().err

@@ -54,14 +54,35 @@ def test_requirements_txt_is_a_list_of_exact_pins():
     assert "torch==2.13.0" in pins  # other versions pull multi-GB CUDA builds
 
 
+def ray_pin() -> str:
+    """The Ray extra's pin, as requirements-dev.txt gives it to the tests and CI."""
+    (pin,) = [line for line in requirement_lines(REPO / "requirements-dev.txt") if name_of(line) == "ray"]
+    return pin
+
+
 def test_pyproject_declares_the_same_pins_less_gradio():
     project = pyproject()["project"]
     pins = runtime_pins()
     gradio = [pin for pin in pins if name_of(pin) == "gradio"]
     assert len(gradio) == 1
     assert project["dependencies"] == [pin for pin in pins if name_of(pin) != "gradio"]
-    assert project["optional-dependencies"] == {"app": gradio}
+    assert project["optional-dependencies"] == {"app": gradio, "ray": [ray_pin()]}
+    assert re.fullmatch(r"ray\[data\]==[0-9.]+", ray_pin())
     assert project["scripts"] == {"ecgfm": "ecgfm.__main__:cli"}
+
+
+def test_only_the_ray_module_may_import_ray():
+    """Ray is an extra: `import ecgfm`, and every module of the package but ecgfm.batch_ray, never import it."""
+    modules = sorted(".".join(path.relative_to(REPO).with_suffix("").parts) for path in (REPO / "ecgfm").rglob("*.py")
+                     if "__pycache__" not in path.parts)
+    modules = [name.removesuffix(".__init__") for name in modules if name != "ecgfm.batch_ray"]
+    assert "ecgfm.batch" in modules and "ecgfm.io.wfdb_format" in modules
+    code = ("import importlib, sys\n"
+            f"for name in {modules!r}:\n"
+            "    importlib.import_module(name)\n"
+            "    assert 'ray' not in sys.modules, name\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_the_space_runs_the_gradio_it_pins():
@@ -108,8 +129,8 @@ def test_the_wheel_requires_the_runtime_pins(wheel):
     plain = [req for req in requires if ";" not in req]
     assert plain == [pin for pin in runtime_pins() if name_of(pin) != "gradio"]
     gradio = next(pin for pin in runtime_pins() if name_of(pin) == "gradio")
-    assert [req for req in requires if ";" in req] == [f'{gradio}; extra == "app"']
-    assert metadata.get_all("Provides-Extra") == ["app"]
+    assert [req for req in requires if ";" in req] == [f'{gradio}; extra == "app"', f'{ray_pin()}; extra == "ray"']
+    assert metadata.get_all("Provides-Extra") == ["app", "ray"]
 
 
 def test_the_wheel_has_the_ecgfm_command(wheel):
