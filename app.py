@@ -214,6 +214,7 @@ _READING: Counter[Path] = Counter()  # upload -> requests reading it right now
 _ARRIVED: dict[Path, list[float]] = {}  # upload -> when each upload of it that no request has used yet arrived
 _USE_LOCK = threading.Lock()
 _UPLOADS_IN_FLIGHT = [0]  # upload requests Gradio is storing right now (guarded by _USE_LOCK)
+_RESULTS_IN_USE: set[Path] = set()  # results folders whose request is still writing them
 
 
 def _upload_dir() -> Path:
@@ -404,8 +405,8 @@ def _delete_orphans(root: Path) -> None:
             return
         for folder in root.iterdir():
             try:
-                if (_HASH_FOLDER.fullmatch(folder.name) and folder.is_dir() and not folder.is_symlink()
-                        and folder.stat().st_mtime < cutoff):
+                if (_HASH_FOLDER.fullmatch(folder.name) and folder not in _RESULTS_IN_USE and folder.is_dir()
+                        and not folder.is_symlink() and folder.stat().st_mtime < cutoff):
                     folder.rmdir()  # only if empty
             except OSError:
                 pass
@@ -502,9 +503,13 @@ def _not_saved(exc: OSError) -> ResultsNotSaved:
 def _results_dir() -> Path:
     """A fresh folder inside Gradio's cache: served from there without a copy, swept by delete_cache."""
     folder = _upload_dir() / f"ecgfm-results-{uuid.uuid4().hex}"
+    with _USE_LOCK:  # still empty while its request draws: not one for _delete_orphans to remove
+        _RESULTS_IN_USE.add(folder)
     try:
         folder.mkdir(parents=True)
     except OSError as exc:
+        with _USE_LOCK:
+            _RESULTS_IN_USE.discard(folder)
         raise _not_saved(exc) from None
     return folder
 
@@ -519,6 +524,9 @@ def _results_folder():
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
+    finally:
+        with _USE_LOCK:
+            _RESULTS_IN_USE.discard(folder)
 
 
 def _save(path: Path, data: bytes | str) -> str:

@@ -586,3 +586,31 @@ def test_a_slow_read_keeps_its_files_until_it_is_done(tmp_path, monkeypatch):
     while csv_file.exists() and time.monotonic() < deadline:  # and deleted after it, within the grace
         time.sleep(0.1)
     assert not csv_file.exists()
+
+
+def test_empty_folders_go_but_never_a_results_folder_still_being_written(tmp_path, monkeypatch):
+    import importlib
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    app_module = importlib.import_module("app")
+    monkeypatch.setattr(app_module, "ORPHAN_AGE_S", 0.0)
+    root = app_module._upload_dir()
+    emptied = root / ("ab" * 20)  # an upload's hash folder whose file was deleted
+    emptied.mkdir(parents=True)
+    kept = root / ("cd" * 20)
+    kept.mkdir()
+    (kept / "still-used.csv").write_text("1\n")
+    time.sleep(0.05)
+    with app_module._results_folder() as folder:
+        app_module._delete_orphans(root)  # while the request is still drawing its results
+        assert folder.is_dir() and kept.is_dir() and not emptied.exists()
+        (folder / "report.pdf").write_bytes(b"%PDF-")
+    (folder / "report.pdf").unlink()  # Gradio's delete_cache removes files, not folders
+    app_module._UPLOADS_IN_FLIGHT[0] += 1  # an upload being stored: no folder may go now
+    try:
+        app_module._delete_orphans(root)
+        assert folder.is_dir()
+    finally:
+        app_module._UPLOADS_IN_FLIGHT[0] -= 1
+    app_module._delete_orphans(root)
+    assert not folder.exists() and kept.is_dir()

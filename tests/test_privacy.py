@@ -1330,7 +1330,7 @@ def test_the_page_shows_no_identifier_and_keeps_files_only_while_used(synthetic,
     outputs = Outputs()
     with captured(outputs, "page"):
         page, downloads, provenance, message = app_module.ui_analyse(
-            [str(p) for p in paths], None, 0, [], SimpleNamespace(session_hash="privacy-page"))
+            [str(p) for p in paths], None, 0, [], request=SimpleNamespace(session_hash="privacy-page"))
     assert "Analysed 2 of 3 records" in message, message
     assert all(keep_s == idle_s for _, keep_s in uses[-2:]) and len(uses) >= 2
     outputs.add("page html", page)
