@@ -14,7 +14,6 @@ it predicted what it did. scipy.ndimage is imported on first use.
 """
 from __future__ import annotations
 
-import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -89,6 +88,8 @@ def downsampled(per_segment: np.ndarray, rate_hz: float) -> np.ndarray:
     runs = -(-width // factor)
     padded = np.full((segments, runs * factor), np.nan, dtype=np.float32)
     padded[:, :width] = per_segment
-    with np.errstate(invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a run of padding only: NaN, as it should be
-        return np.nanmean(padded.reshape(segments, runs, factor), axis=2).astype(np.float32)
+    runs_of = padded.reshape(segments, runs, factor)
+    counts = np.sum(~np.isnan(runs_of), axis=2)
+    sums = np.nansum(runs_of, axis=2)
+    with np.errstate(invalid="ignore", divide="ignore"):  # a run of padding only: 0/0, NaN as it should be
+        return (sums / counts).astype(np.float32)

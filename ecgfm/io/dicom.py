@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import logging
 import threading
-import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import numpy as np
 
 from ..errors import ECGReadError
 from . import device_report
-from .record import ECGRecord, check_file_size
+from .record import ECGRecord, check_file_size, decoder_warnings_silenced
 
 FORMAT = "DICOM 12-lead ECG"
 MAX_BYTES = 256 * 1024 * 1024
@@ -65,8 +64,7 @@ def _quiet(pydicom):
         logger.addFilter(_FILTER)
     _QUIET.active = True
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with decoder_warnings_silenced():
             yield
     finally:
         _QUIET.active = False

@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import math
 import struct
-import warnings
 import zlib
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import numpy as np
 from ..errors import ECGReadError
 from .leads import Channel, RawRecord, names_for_unnamed, voltage_scale
 from .numpy_format import orient
-from .record import MAX_VALUES, STANDARD_LEADS, read_error
+from .record import MAX_VALUES, STANDARD_LEADS, decoder_warnings_silenced, read_error
 
 CPSC2018_FS = 500.0
 _SIGNAL_KEYS = ("feats", "signal", "signals", "ecg", "data", "x", "sig", "waveform", "p_signal")
@@ -188,8 +187,7 @@ def _load(path: Path) -> dict:
     # the file, and a buffered file allocates n bytes first (1.6 GB for a damaged v4 header).
     # scipy's warnings quote variable names and header text from the file: never passed on.
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with decoder_warnings_silenced():
             info = sio.whosmat(io.BytesIO(data))
     except NotImplementedError:
         return _load_v73(path)
@@ -201,8 +199,7 @@ def _load(path: Path) -> dict:
             raise read_error(fname, f"the variable '{shown}' holds {int(np.prod(shape, dtype=np.float64))} "
                                "values, too many to be an ECG.")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with decoder_warnings_silenced():
             return sio.loadmat(io.BytesIO(data), squeeze_me=False, struct_as_record=True)
     except Exception:  # noqa: BLE001
         raise read_error(fname, "this MATLAB .mat file is corrupt or truncated.") from None

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import re
+import threading
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -23,6 +26,21 @@ def window_note(start_s: float, end_s: float, total_s: float) -> str:
 
 
 _WINDOW_NOTE = re.compile(r"Used [\d.]+–[\d.]+ s of the [\d.]+ s recording\.")
+
+
+_WARNINGS_LOCK = threading.RLock()
+
+
+@contextmanager
+def decoder_warnings_silenced():
+    """A third-party decoder's warnings can quote the file (header text, a patient's name) and say
+    nothing a person needs (the reader checks and says what matters), so they are never passed on.
+    `warnings.catch_warnings` swaps one process-wide list of filters, so concurrent readers (the
+    app's request threads) take turns here: interleaved, one would restore the filters under the
+    other and let its warnings out."""
+    with _WARNINGS_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 def read_error(name: str, what: str) -> ECGReadError:

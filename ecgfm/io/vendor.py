@@ -14,7 +14,6 @@ are never passed on.
 from __future__ import annotations
 
 import re
-import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -22,7 +21,7 @@ import numpy as np
 
 from ..errors import ECGReadError
 from . import contec, device_report, dicom
-from .record import DeviceReport, ECGRecord, check_file_size
+from .record import DeviceReport, ECGRecord, check_file_size, decoder_warnings_silenced
 
 MAX_XML_BYTES = 100 * 1024 * 1024  # a 10 s 12-lead document is well under 1 MB
 MAX_SCP_BYTES = 64 * 1024 * 1024
@@ -136,9 +135,7 @@ def _decode_with_ecgdatakit(path: Path, kind: str):
             raise ECGReadError(f"{name}: the SCP-ECG file declares more samples than it holds, "
                                "so it is damaged and its waveform cannot be decoded.")
     try:
-        with warnings.catch_warnings():
-            # ecgdatakit warnings can quote paths or file content: never let them reach a log
-            warnings.simplefilter("ignore")
+        with decoder_warnings_silenced():
             return _parser(kind)().parse(path), raw
     except ECGReadError:
         raise
@@ -271,8 +268,7 @@ def _device_report(kind: str, rec, raw: bytes | None, warn: list[str]) -> Device
     """The cart's measurements and statements; a part of the file that holds them but cannot be
     read costs them only (the waveform was read), which a warning says."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with decoder_warnings_silenced():
             return device_report.from_ecgdatakit(kind, rec, raw)
     except Exception:  # noqa: BLE001 - a damaged or unusual report part, never the waveform
         warn.append(device_report.UNREADABLE)
