@@ -27,8 +27,6 @@ which `delete_cache` empties on a schedule; the browser keeps no run history; no
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import errno
 import functools
 import hashlib
@@ -58,6 +56,7 @@ from ecgfm.labels import LABELS
 from ecgfm.predict import DEFAULT_WINDOW_S as WINDOW_S  # ECG-FM reads 10 s windows
 from ecgfm.predict import BatchingPredictor, write_csv
 from ecgfm.report import DISCLAIMER
+from ecgfm.runtime import return_freed_memory, trim_heap
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES_DIR = HERE / "examples"
@@ -95,16 +94,6 @@ _DRAWER = ThreadPoolExecutor(1, thread_name_prefix="ecgfm-draw")
 
 def _drawn(fn, *args, **kwargs):
     return _DRAWER.submit(fn, *args, **kwargs).result()
-
-
-_LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if ctypes.util.find_library("c") else None
-
-
-def _return_freed_memory() -> None:
-    """glibc keeps what a request freed in per-thread arenas, so the resident size of a server that
-    reads many files creeps up; malloc_trim hands the free pages back to the system (a few ms)."""
-    if _LIBC is not None and hasattr(_LIBC, "malloc_trim"):
-        _LIBC.malloc_trim(0)
 
 
 # --- the model: loaded once per process, in the background ---------------------------------------
@@ -576,7 +565,7 @@ def _guarded(fn):
             raise gr.Error(f"Something went wrong on the server ({type(exc).__name__}); the files could "
                            "not be processed.", print_exception=False) from None
         finally:
-            _return_freed_memory()
+            trim_heap()
     return wrapper
 
 
@@ -772,7 +761,7 @@ def ui_analyse(files, sampling_rate_hz, start_s, leads, gain=10, speed=25, displ
                 _message_html(f"Something went wrong on the server ({type(exc).__name__}); the files could not "
                               "be processed."))
     finally:
-        _return_freed_memory()
+        trim_heap()
     failed = [r.name for r in made if r.error is not None]
     provenance = next((p.provenance for p in (predictions or {}).values()), None) or MODEL.provenance()
     summary = (f"Analysed {len(made) - len(failed)} of {len(made)} record{'s' if len(made) != 1 else ''}"
@@ -985,6 +974,8 @@ def create_app() -> FastAPI:
 
 def main() -> None:
     import uvicorn
+
+    return_freed_memory()
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     host = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
