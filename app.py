@@ -67,8 +67,8 @@ MAX_BATCH_RECORDS = 8  # concurrent requests share a forward pass up to this man
 CONCURRENT_REQUESTS = 8  # requests being read and prepared at once; their forwards are batched
 UPLOAD_GRACE_S = float(os.environ.get("ECGFM_UPLOAD_GRACE_S", "10"))  # scripts' files live this long after use
 PAGE_IDLE_S = float(os.environ.get("ECGFM_PAGE_IDLE_S", "600"))  # the page's files, after their last use
-# Gradio's upload parser leaves a temporary file (tmpXXXX) in the upload folder beside each upload it
-# stores; one untouched this long belongs to no upload in progress.
+# Gradio's file component leaves an empty temporary file (tmpXXXX, gr.File's preprocessing) in the
+# upload folder for each upload it hands on; one untouched this long belongs to no upload in progress.
 ORPHAN_AGE_S = float(os.environ.get("ECGFM_ORPHAN_AGE_S", "120"))
 # An upload no request has used (its request was cancelled before it started, or never came) is
 # deleted this long after it arrived; as long as the page's idle time, so that a person can still
@@ -343,7 +343,7 @@ def _arrived(body: bytes) -> None:
 
 
 def _delete_unclaimed() -> None:
-    """Uploads that no request claimed within UNUSED_UPLOAD_S of their arrival, and the parser's leftovers."""
+    """Uploads that no request claimed within UNUSED_UPLOAD_S of their arrival, and Gradio's leftovers."""
     root = _upload_dir()
     cutoff = time.time() - UNUSED_UPLOAD_S
     with _USE_LOCK:  # a request claiming a file now either comes first (it is kept) or finds it gone
@@ -376,7 +376,7 @@ def _start_deleting_unclaimed() -> None:
 
 
 def _delete_orphans(root: Path) -> None:
-    """The upload parser's leftover temporary files, once no upload can still be writing them, and
+    """Gradio's leftover empty temporary files (tmp*), once no upload can still be using them, and
     the empty folders left behind: one per distinct upload (named by its hash) and one per request's
     results (emptied by Gradio's delete_cache, which removes files only)."""
     cutoff = time.time() - ORPHAN_AGE_S
