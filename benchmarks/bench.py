@@ -172,7 +172,7 @@ def end_to_end(model, files: list[Path], rounds: int = 5) -> dict:
     from ecgfm.predict import predict
     from ecgfm.preprocess import prepare
 
-    predict(model, read_ecgs(files)[0])  # warm: lazy imports of readers and ecg-transform
+    predict(model, read_ecgs(files)[0])  # warm: the lazy imports of the readers
     x = torch.from_numpy(prepare(read_ecgs(files)[0].window(0, 10)).segments)
     totals, forwards = [], []
     for _ in range(rounds):
@@ -216,8 +216,6 @@ import torch
 import ecgfm
 from ecgfm.io import read_ecgs
 from ecgfm.predict import predict
-from ecgfm.preprocess import _pipeline
-_pipeline()
 t1 = time.perf_counter()
 records = read_ecgs(sys.argv[3:])
 t2 = time.perf_counter()
