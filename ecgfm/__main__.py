@@ -54,7 +54,28 @@ def main(argv: list[str] | None = None) -> int:
 
 def cli() -> None:
     """The `ecgfm` console command."""
+    _return_freed_memory()
     sys.exit(main())
+
+
+def _return_freed_memory() -> None:
+    """Let this process give freed memory back: what a small machine pays for is its peak.
+
+    glibc raises its mmap threshold after the first large free, then keeps large freed buffers
+    (a convolution's reordered weight, a batch's activations) in its heap; a fixed threshold (its
+    initial 128 KiB) returns them instead. MKL likewise keeps its matrix-product buffers unless told
+    not to, which must happen before torch first multiplies. ~20 MB less at a prediction's peak;
+    no number changes. Settings the user made in the environment stay as they are.
+    """
+    os.environ.setdefault("MKL_DISABLE_FAST_MM", "1")
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ or not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD; absent outside glibc
+    except (OSError, AttributeError):
+        pass
 
 
 def _silence_stdout() -> None:
