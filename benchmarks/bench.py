@@ -31,6 +31,7 @@ MATMUL_N = 2048
 MODES = ("fp32", "bf16")  # the reference, then the faster mode
 TARGETS = {"efficiency_b16": 0.90, "efficiency_b2": 0.85, "overhead_share": 0.10, "cold_extra_s": 1.5,
            "load_s": 1.0, "peak_rss_mb": 700, "fast_speedup": 1.7, "fast_max_prob_diff": 0.02}
+MARGIN = 0.15  # the cold start's time and memory goals are to hold with this much to spare
 
 
 # --- inputs ----------------------------------------------------------------------------------------
@@ -77,6 +78,21 @@ def write_ecg_file(name: str = "bench10s") -> list[Path]:
                     sig_name=list(STANDARD_LEADS),
                     fmt=["16"] * 12, adc_gain=[1000.0] * 12, baseline=[0] * 12, write_dir=str(folder))
     return files
+
+
+def write_csv_file(name: str = "bench10s") -> Path:
+    """The same ECG as a CSV with a header row of lead names (µV-exact, in mV), for the cold start of
+    a format whose reader needs neither wfdb nor pandas (give it --fs 500)."""
+    import numpy as np
+
+    from ecgfm.io.record import STANDARD_LEADS
+
+    path = CACHE / "ecg" / f"{name}.csv"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savetxt(path, np.round(synthetic_ecg(), 3), delimiter=",", fmt="%.3f", header=",".join(STANDARD_LEADS),
+                   comments="")
+    return path
 
 
 def benchmark_segments(count: int = 16):
@@ -172,7 +188,7 @@ def end_to_end(model, files: list[Path], rounds: int = 5) -> dict:
     from ecgfm.predict import predict
     from ecgfm.preprocess import prepare
 
-    predict(model, read_ecgs(files)[0])  # warm: lazy imports of readers and ecg-transform
+    predict(model, read_ecgs(files)[0])  # warm: the lazy imports of the readers
     x = torch.from_numpy(prepare(read_ecgs(files)[0].window(0, 10)).segments)
     totals, forwards = [], []
     for _ in range(rounds):
@@ -212,12 +228,12 @@ def _run_child_rss(argv: list[str], env: dict) -> tuple[float, float, str, float
 _PHASES = r"""
 import json, sys, time
 t0 = time.perf_counter()
+from ecgfm.runtime import return_freed_memory
+return_freed_memory()
 import torch
 import ecgfm
 from ecgfm.io import read_ecgs
 from ecgfm.predict import predict
-from ecgfm.preprocess import _pipeline
-_pipeline()
 t1 = time.perf_counter()
 records = read_ecgs(sys.argv[3:])
 t2 = time.perf_counter()
@@ -230,8 +246,9 @@ print(json.dumps({"phases": {"import": t1 - t0, "read": t2 - t1, "load": t3 - t2
 """
 
 
-def cold_start(checkpoint: Path, files: list[Path], repeats: int, modes) -> dict:
-    """Fresh processes, weights on disk (the OS page cache is not dropped: that would affect others)."""
+def cold_start(checkpoint: Path, files: list[Path], repeats: int, modes, csv_file: Path | None = None) -> dict:
+    """Fresh processes, weights on disk (the OS page cache is not dropped: that would affect others).
+    With `csv_file`, the same command on the same ECG as CSV is timed too (`cli_csv`)."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "ECGFM_CACHE": str(CACHE / "ecgfm-cache"),
            "HF_HUB_OFFLINE": "1"}
     python = sys.executable
@@ -251,6 +268,12 @@ def cold_start(checkpoint: Path, files: list[Path], repeats: int, modes) -> dict
                      "wall_s": statistics.median(run[0] for run in runs),     # with the interpreter's exit
                      "peak_rss_mb": max(run[1] for run in runs),
                      "printed": json.loads(runs[0][2].splitlines()[0])["probabilities"] is not None}
+    if csv_file is not None:
+        runs = [_run_child_rss([*cli[:4], str(csv_file), "--fs", "500", *cli[4 + len(files):]], env)
+                for _ in range(repeats)]
+        result["cli_csv"] = {"printed_s": statistics.median(run[3] for run in runs),
+                             "wall_s": statistics.median(run[0] for run in runs),
+                             "peak_rss_mb": max(run[1] for run in runs)}
     for mode in modes:
         phases = []
         _run_child_rss([python, "-c", _PHASES, str(checkpoint), mode, *map(str, files)], env)  # writes its cache
@@ -350,6 +373,13 @@ def _ok(value: float, target: float, higher_is_better: bool) -> str:
     return "ok" if (value >= target if higher_is_better else value <= target) else "MISSED"
 
 
+def _margin(value: float, limit: float) -> str:
+    """How far under a ceiling: the issue asks for the cold-start goals with >= MARGIN to spare."""
+    margin = limit / value - 1
+    short = "" if margin >= MARGIN else f" < {MARGIN:.0%}"
+    return f"{_ok(value, limit, False)}, margin {margin:+.0%}{short}"
+
+
 def report(results: dict) -> str:
     lines = [f"ECG-FM benchmark — {results['machine']['cpu']}, {results['machine']['threads']} torch threads, "
              f"torch {results['machine']['torch']}, load average {results['load_before']} → {results['load_after']}",
@@ -372,7 +402,7 @@ def report(results: dict) -> str:
         lines.append(f"{mode}: one 10 s ECG file, model loaded: {e2e['total_s']:.3f} s (forward {e2e['forward_s']:.3f} s; "
                      f"read+preprocess+aggregate {e2e['overhead_s']:.3f} s = {e2e['overhead_share']:.0%} of forward, "
                      f"target ≤{TARGETS['overhead_share']:.0%} {_ok(e2e['overhead_share'], TARGETS['overhead_share'], False)})")
-    if not results.get("speedup"):
+    if results["forward"] and not results.get("speedup"):
         lines.append(f"{MODES[1]}: not measured, this CPU has no bfloat16 instructions (AVX512-BF16 or AMX)")
     for mode, speed in results.get("speedup", {}).items():
         diff = results["max_prob_diff"][mode]
@@ -389,10 +419,15 @@ def report(results: dict) -> str:
         lines += ["", f"cold start (fresh process, weights on disk; bare `import torch` {cold['import_torch_s']:.2f} s, "
                       f"{cold['import_torch_rss_mb']:.0f} MB):",
                   f"  python -m ecgfm predict FILE --json: result printed after {cold['cli']['printed_s']:.2f} s "
-                  f"[target ≤ {limit:.2f} s: {_ok(cold['cli']['printed_s'], limit, False)}], process ended after "
+                  f"[target ≤ {limit:.2f} s: {_margin(cold['cli']['printed_s'], limit)}], process ended after "
                   f"{cold['cli']['wall_s']:.2f} s (torch's teardown), peak RSS "
                   f"{cold['cli']['peak_rss_mb']:.0f} MB [target ≤{TARGETS['peak_rss_mb']}: "
-                  f"{_ok(cold['cli']['peak_rss_mb'], TARGETS['peak_rss_mb'], False)}]",
+                  f"{_margin(cold['cli']['peak_rss_mb'], TARGETS['peak_rss_mb'])}]",
+                  *([f"  the same ECG as CSV (--fs 500; no wfdb, no pandas): result printed after "
+                     f"{cold['cli_csv']['printed_s']:.2f} s [{_margin(cold['cli_csv']['printed_s'], limit)}], "
+                     f"peak RSS {cold['cli_csv']['peak_rss_mb']:.0f} MB "
+                     f"[{_margin(cold['cli_csv']['peak_rss_mb'], TARGETS['peak_rss_mb'])}]"]
+                    if "cli_csv" in cold else []),
                   f"  first run after a new checkpoint (also writes the weights cache): printed after "
                   f"{cold['cli_first_run']['printed_s']:.2f} s, {cold['cli_first_run']['peak_rss_mb']:.0f} MB"]
         for mode in MODES:
@@ -425,6 +460,8 @@ def main() -> None:
     parser.add_argument("--cold-repeats", type=int, default=3, help="fresh processes per cold-start figure")
     parser.add_argument("--skip-cold", action="store_true", help="leave out the fresh-process measurements")
     parser.add_argument("--skip-app", action="store_true", help="leave out the app's requests per second")
+    parser.add_argument("--cold-only", action="store_true",
+                        help="only the cold start (fresh processes: time to result, peak RSS, phases), ~1 minute")
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -454,33 +491,34 @@ def main() -> None:
                            "python": platform.python_version()},
                "load_before": load_before, "matmul_gflops": matmul_rate(), "inputs": source,
                "forward": {}, "end_to_end": {}}
-    print(f"matmul {results['matmul_gflops']:.0f} GFLOP/s; timing forwards …", flush=True)
-    for mode, model in models.items():
-        results["forward"][mode] = [forward_latency(model, x[:b], rounds=args.rounds if b < 16 else max(args.rounds // 3, 3))
-                                    for b in (1, 2, 16)]
-        results["end_to_end"][mode] = end_to_end(model, files)
-    fp32 = {r["segments"]: r for r in results["forward"]["fp32"]}
-    reference = probabilities(models["fp32"], x)
-    file_reference = predict(models["fp32"], read_ecgs(files)[0])
-    results["speedup"], results["max_prob_diff"] = {}, {}
-    for mode in modes[1:]:
-        runs = {r["segments"]: r for r in results["forward"][mode]}
-        # Each forward is normalised by the matmuls timed around it, as for the efficiency, so
-        # load that comes and goes between the fp32 and the faster runs does not skew the ratio.
-        results["speedup"][mode] = {f"b{b}": runs[b]["efficiency"] / fp32[b]["efficiency"] for b in (1, 2, 16)}
-        results["speedup"][mode].update({f"b{b}_best": runs[b]["best_pair_efficiency"] / fp32[b]["best_pair_efficiency"]
-                                         for b in (1, 2, 16)})
-        results["speedup"][mode].update({f"b{b}_latency_ratio": fp32[b]["latency_s"] / runs[b]["latency_s"]
-                                         for b in (1, 2, 16)})
-        on_file = predict(models[mode], read_ecgs(files)[0])
-        results["max_prob_diff"][mode] = {
-            "benchmark_inputs": float((probabilities(models[mode], x) - reference).abs().max()), "inputs": source,
-            "file": max(abs(on_file.probabilities[k] - v) for k, v in file_reference.probabilities.items())}
+    if not args.cold_only:
+        print(f"matmul {results['matmul_gflops']:.0f} GFLOP/s; timing forwards …", flush=True)
+        for mode, model in models.items():
+            results["forward"][mode] = [forward_latency(model, x[:b], rounds=args.rounds if b < 16
+                                                        else max(args.rounds // 3, 3)) for b in (1, 2, 16)]
+            results["end_to_end"][mode] = end_to_end(model, files)
+        fp32 = {r["segments"]: r for r in results["forward"]["fp32"]}
+        reference = probabilities(models["fp32"], x)
+        file_reference = predict(models["fp32"], read_ecgs(files)[0])
+        results["speedup"], results["max_prob_diff"] = {}, {}
+        for mode in modes[1:]:
+            runs = {r["segments"]: r for r in results["forward"][mode]}
+            # Each forward is normalised by the matmuls timed around it, as for the efficiency, so
+            # load that comes and goes between the fp32 and the faster runs does not skew the ratio.
+            results["speedup"][mode] = {f"b{b}": runs[b]["efficiency"] / fp32[b]["efficiency"] for b in (1, 2, 16)}
+            results["speedup"][mode].update({f"b{b}_best": runs[b]["best_pair_efficiency"] / fp32[b]["best_pair_efficiency"]
+                                             for b in (1, 2, 16)})
+            results["speedup"][mode].update({f"b{b}_latency_ratio": fp32[b]["latency_s"] / runs[b]["latency_s"]
+                                             for b in (1, 2, 16)})
+            on_file = predict(models[mode], read_ecgs(files)[0])
+            results["max_prob_diff"][mode] = {
+                "benchmark_inputs": float((probabilities(models[mode], x) - reference).abs().max()), "inputs": source,
+                "file": max(abs(on_file.probabilities[k] - v) for k, v in file_reference.probabilities.items())}
     del models
     if not args.skip_cold:
         print("cold starts …", flush=True)
-        results["cold_start"] = cold_start(checkpoint, files, args.cold_repeats, modes)
-    if not args.skip_app:
+        results["cold_start"] = cold_start(checkpoint, files, args.cold_repeats, modes, write_csv_file())
+    if not (args.skip_app or args.cold_only):
         print("app throughput …", flush=True)
         try:
             results["app"] = app_throughput(checkpoint, files)

@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def cli() -> None:
     """The `ecgfm` console command."""
+    from .runtime import return_freed_memory
+
+    return_freed_memory()
     sys.exit(main())
 
 

@@ -1,10 +1,16 @@
 """ECG-FM's input pipeline: from an `ECGRecord` to the model's [S, 12, 2500] segments.
 
 The core is exactly the pipeline of ECG-FM's quickstart (bowang-lab/ECG-FM,
-notebooks/infer_quickstart.ipynb), run with ecg-transform's own transforms:
+notebooks/infer_quickstart.ipynb), built on ecg-transform's transforms:
 
     ReorderLeads(I, II, III, aVR, aVL, aVF, V1-V6) -> LinearResample(500 Hz)
     -> HandleConstantLeads('zero') -> Standardize() -> SegmentNonoverlapping(2500)
+
+Resampling, the one step whose rounding is delicate, is ecg-transform's own `LinearResample`; it
+and scipy.interpolate under it (~0.5 s, ~40 MB) are imported only when a record is not already at
+500 Hz. The other steps are a few numpy lines each, written as ecg-transform writes them (same
+operations, same order, same dtypes), so that a 500 Hz record never pays for that import;
+tests/test_preprocess.py holds them equal, bit for bit, to the quickstart run with ecg-transform.
 
 What the quickstart does not cover is handled here, never silently: limb leads missing from the
 file are derived from I and II (a warning); a lead that cannot be derived is zero-filled, and a lead
@@ -13,9 +19,6 @@ then zero-padded to 2500 samples with a padding mask; a tail dropped by segmenta
 Whatever makes the input differ from a complete 12-lead ECG is stated once, in `adequacy`
 (see adequacy.py), not repeated as warnings; the signal's quality per lead (`quality.py`) is judged
 here too, on the window as read.
-
-ecg-transform (and through it scipy.interpolate, ~0.5 s) is imported on the first `prepare` call,
-not when this module is imported.
 """
 from __future__ import annotations
 
@@ -56,31 +59,42 @@ class PreparedECG:
     quality: SignalQuality | None = None  # None when there is no signal to judge (unusable input)
 
 
-_TRANSFORMS = None
+def _reorder(signal: np.ndarray, present: list[str]) -> np.ndarray:
+    """ecg-transform's ReorderLeads(missing_lead_strategy="zero"): the 12 leads in ECG-FM's order,
+    zeros for the absent ones, in the signal's own dtype."""
+    if present == LEAD_ORDER:
+        return signal
+    ordered = np.full((len(LEAD_ORDER), signal.shape[1]), 0, dtype=signal.dtype)
+    for row, lead in enumerate(LEAD_ORDER):
+        if lead in present:
+            ordered[row] = signal[present.index(lead)]
+    return ordered
 
 
-def _pipeline():
-    """ecg-transform's classes, imported once on first use (keeps `import ecgfm` fast)."""
-    global _TRANSFORMS
-    if _TRANSFORMS is None:
-        from ecg_transform.inp import ECGInput, ECGMetadata
-        from ecg_transform.t.common import HandleConstantLeads, LinearResample, ReorderLeads
-        from ecg_transform.t.cut import Pad, SegmentNonoverlapping
-        from ecg_transform.t.scale import Standardize
+def _resample(signal: np.ndarray, fs: float) -> np.ndarray:
+    """ecg-transform's LinearResample to 500 Hz, itself (see the module's docstring)."""
+    if fs == SAMPLE_RATE:
+        return signal
+    from ecg_transform.inp import ECGInput, ECGMetadata
+    from ecg_transform.t.common import LinearResample
 
-        _TRANSFORMS = {
-            "ECGInput": ECGInput,
-            "ECGMetadata": ECGMetadata,
-            # missing_lead_strategy='zero' instead of the quickstart's 'raise': a lead that is
-            # still missing after limb-lead derivation is zero-filled, and we say so.
-            "reorder": ReorderLeads(expected_order=LEAD_ORDER, missing_lead_strategy="zero"),
-            "resample": LinearResample(desired_sample_rate=SAMPLE_RATE),
-            "constant": HandleConstantLeads(strategy="zero"),
-            "standardize": Standardize(),
-            "segment": SegmentNonoverlapping(segment_length=SEGMENT_SAMPLES),
-            "pad": Pad(pad_to_num_samples=SEGMENT_SAMPLES, value=0.0, direction="right"),
-        }
-    return _TRANSFORMS
+    n = signal.shape[1]
+    meta = ECGMetadata(sample_rate=fs, num_samples=n, lead_names=LEAD_ORDER, unit="mV",
+                       input_start=0, input_end=n)
+    return LinearResample(desired_sample_rate=SAMPLE_RATE)([ECGInput(signal, meta)])[0].signal
+
+
+def _standardize(signal: np.ndarray) -> np.ndarray:
+    """ecg-transform's HandleConstantLeads("zero") then Standardize(): exactly constant leads are
+    zero, every other lead has mean 0 and standard deviation 1 (+1e-8 against division by zero)."""
+    constant = np.std(signal, axis=1) == 0
+    if np.any(constant):
+        signal = signal.copy()
+        signal[constant, :] = 0
+    centered = signal - np.mean(signal, axis=1, keepdims=True)
+    scaled = centered / (np.std(centered, axis=1, keepdims=True) + 1e-8)
+    scaled[constant, :] = 0  # Standardize's own constant-lead step: the same leads, zero by now
+    return scaled
 
 
 def _plural(items: list[str], one: str, many: str) -> str:
@@ -152,40 +166,36 @@ def prepare(record: ECGRecord) -> PreparedECG:
     # Judged on the window as read, before resampling and standardisation change what it looks like.
     quality = assess(record, lead_status)
 
-    t = _pipeline()
-    n = signal.shape[1]
-    meta = t["ECGMetadata"](sample_rate=record.fs, num_samples=n, lead_names=present,
-                            unit="mV", input_start=0, input_end=n)
-    # float32 as read, like the quickstart's .mat `feats`: ecg-transform then computes in the
-    # dtype it is given (interp1d returns float64), and the result is cast to float32 at the end,
-    # as the quickstart does with `torch.from_numpy(sample.out).float()`.
-    inps = [t["ECGInput"](signal, meta)]
-    for step in ("reorder", "resample", "constant", "standardize"):
-        inps = t[step](inps)
+    # float32 as read, like the quickstart's .mat `feats`: the steps compute in the dtype they are
+    # given (resampling returns float64), and the result is cast to float32 at the end, as the
+    # quickstart does with `torch.from_numpy(sample.out).float()`.
+    standardized = _standardize(_resample(_reorder(signal, present), record.fs))
 
-    n_res = inps[0].signal.shape[1]
+    n_res = standardized.shape[1]
     start = record.start_s
     padded_s = None
     if n_res < SEGMENT_SAMPLES:
         # Standardized over the real samples above; only now padded, with a mask for the model.
-        inps = t["pad"](inps)
+        segments = np.pad(standardized, ((0, 0), (0, SEGMENT_SAMPLES - n_res)), mode="constant",
+                          constant_values=0.0)[None]
         mask = np.zeros((1, SEGMENT_SAMPLES), dtype=bool)
         mask[0, n_res:] = True
         spans = [(start, start + record.duration_s)]
         padded_s = record.duration_s
     else:
-        inps = t["segment"](inps)
+        count = n_res // SEGMENT_SAMPLES  # non-overlapping; the tail is dropped
+        segments = np.stack([standardized[:, i * SEGMENT_SAMPLES:(i + 1) * SEGMENT_SAMPLES]
+                             for i in range(count)])
         mask = None
-        spans = [(start + i * SEGMENT_SECONDS, start + (i + 1) * SEGMENT_SECONDS)
-                 for i in range(len(inps))]
+        spans = [(start + i * SEGMENT_SECONDS, start + (i + 1) * SEGMENT_SECONDS) for i in range(count)]
         tail_s = (n_res % SEGMENT_SAMPLES) / SAMPLE_RATE
         if tail_s > TAIL_WARNING_S:
-            covered = len(inps) * SEGMENT_SECONDS
+            covered = count * SEGMENT_SECONDS
             warnings.append(f"ECG-FM reads whole 5 s segments: the last {tail_s:.1f} s of "
                             + (f"the {record.duration_s:.1f} s recording " if whole else f"{span} ")
                             + f"({start + covered:.1f}–{start + record.duration_s:.1f} s) was not analysed.")
 
-    segments = np.stack([inp.signal for inp in inps]).astype(np.float32)
+    segments = segments.astype(np.float32)
     if not np.isfinite(segments).all():  # cannot happen after the checks above; never feed NaN
         raise ECGFMError(f"{record.name}: preprocessing produced non-finite values.")
     return PreparedECG(segments=segments, padding_mask=mask, spans_s=spans, lead_status=lead_status,

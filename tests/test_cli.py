@@ -172,6 +172,43 @@ def test_info_never_imports_torch(files):
     assert done.stdout.startswith("first.hea: WFDB, 12 leads")
 
 
+# Never on `predict`'s path for these files: plotting, the app, the probe's and the examples' tools,
+# the readers of other formats, and (for 500 Hz records, nothing to resample) scipy and ecg-transform.
+NEVER_ON_PREDICT = {"matplotlib", "gradio", "sklearn", "neurokit2", "scipy", "ecg_transform", "pyedflib",
+                    "ecgdatakit", "pydicom", "h5py"}
+
+
+def test_predict_imports_only_what_each_format_needs(files, tmp_path):
+    """The CLI's cold start and memory are measured targets: a CSV is read without pandas, wfdb or
+    pyarrow, and predicting on it or on a WFDB record loads nothing of plotting, the app, or other
+    formats' readers (the top-level packages in sys.modules, in a fresh process, after each step)."""
+    signal = wfdb.rdrecord(str(files["dir"] / "first")).p_signal
+    table = tmp_path / "twelve.csv"  # 12 named leads at 500 Hz
+    np.savetxt(table, signal, delimiter=",", fmt="%.4f", header=",".join(STANDARD_LEADS), comments="")
+    checkpoint, (hea, dat) = str(files["checkpoint"]), map(str, files["first"])
+    script = ("import json, sys\n"
+              "from ecgfm.__main__ import main\n"
+              "from ecgfm.io import read_ecgs\n"
+              "loaded = lambda: sorted({name.split('.')[0] for name in sys.modules})\n"
+              f"read_ecgs([{str(table)!r}], fs=500)\n"
+              "stages = {'read csv': loaded()}\n"
+              f"codes = [main(['predict', {str(table)!r}, '--fs', '500', '--checkpoint', {checkpoint!r}, '--json'])]\n"
+              "stages['predict csv'] = loaded()\n"
+              f"codes.append(main(['predict', {hea!r}, {dat!r}, '--checkpoint', {checkpoint!r}, '--json']))\n"
+              "stages['predict wfdb'] = loaded()\n"
+              "print(json.dumps({'codes': codes, 'stages': stages}))\n")
+    done = fresh_process("-c", script)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert report["codes"] == [0, 0]
+    stages = {stage: set(modules) for stage, modules in report["stages"].items()}
+    for stage, modules in stages.items():
+        assert not modules & NEVER_ON_PREDICT, (stage, modules & NEVER_ON_PREDICT)
+    assert not stages["read csv"] & {"torch", "pandas", "wfdb", "pyarrow", "tqdm"}
+    assert "torch" in stages["predict csv"] and not stages["predict csv"] & {"pandas", "wfdb", "pyarrow"}
+    assert "wfdb" in stages["predict wfdb"]  # (wfdb brings pandas, and pandas pyarrow)
+
+
 def test_a_reader_that_goes_away_ends_the_command_quietly(files):
     """`ecgfm predict ... | head -1`: the pipe closes before the results are written."""
     process = subprocess.Popen([sys.executable, "-m", "ecgfm", "predict", *map(str, files["first"]),

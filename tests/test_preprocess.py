@@ -279,3 +279,61 @@ def test_real_code15_record(samples_dir):
     assert isinstance(prepared, PreparedECG)
     np.testing.assert_array_equal(prepared.segments, expected)
     assert prepared.segments.shape[1:] == (12, SEGMENT_SAMPLES) and SAMPLE_RATE == 500
+
+
+def ecg_transform_pipeline(signal: np.ndarray, fs: float, leads: list[str]) -> np.ndarray:
+    """Everything `prepare` does after its own checks, as ecg-transform's transforms do it: lead
+    order with zero fill, resampling, constant leads, standardization, then segments or padding."""
+    from ecg_transform.t.cut import Pad
+
+    meta = ECGMetadata(sample_rate=fs, num_samples=signal.shape[1], lead_names=list(leads), unit="mV",
+                       input_start=0, input_end=signal.shape[1])
+    inps = [ECGInput(signal, meta)]
+    for step in (ReorderLeads(expected_order=LEADS, missing_lead_strategy="zero"),
+                 LinearResample(desired_sample_rate=500), HandleConstantLeads(strategy="zero"), Standardize()):
+        inps = step(inps)
+    last = (Pad(pad_to_num_samples=2500, value=0.0, direction="right") if inps[0].signal.shape[1] < 2500
+            else SegmentNonoverlapping(segment_length=2500))
+    return np.stack([inp.signal for inp in last(inps)]).astype(np.float32)
+
+
+@pytest.mark.parametrize("fs, seconds, leads, constant", [
+    (500, 3.0, LEADS, None),                                  # padded, not resampled
+    (400, 4.0, LEADS, "V1"),                                  # resampled and padded, a constant lead
+    (257, 12.0, [lead for lead in LEADS if lead != "V4"], None),  # resampled, a lead zero-filled
+    (500, 10.0, LEADS[::-1], "aVL"),                          # reordered, a constant lead
+    (1000, 2.5, ["I", "II", "V1", "V2", "V3", "V4", "V5", "V6", "III", "aVR", "aVL", "aVF"], None),
+])
+def test_every_step_matches_ecg_transform_bit_for_bit(fs, seconds, leads, constant):
+    """The steps `prepare` runs with numpy give ecg-transform's numbers exactly, including padding,
+    zero-filled, constant and reordered leads, float32 and resampled (float64) inputs."""
+    sig = synthetic(fs, seconds, n_leads=len(leads), seed=int(fs + seconds))
+    if constant:
+        sig[leads.index(constant)] = 0.5  # exactly constant: zeroed by both, not "flat" (0.02 mV)
+    prepared = prepare(record(sig, fs, leads))
+    np.testing.assert_array_equal(prepared.segments, ecg_transform_pipeline(sig, fs, leads))
+
+
+def test_real_records_match_ecg_transform_bit_for_bit(samples_dir):
+    """Every real file that reads: `prepare` gives what ecg-transform's transforms give on the same
+    leads (limb leads derived and flat leads zeroed first, as `prepare` does before the pipeline)."""
+    from ecgfm.io import read_ecgs
+    from ecgfm.io.leads import derive_missing_limb_leads
+    from ecgfm.preprocess import FLAT_PEAK_TO_PEAK_MV
+
+    files = sorted(str(p) for p in samples_dir.rglob("*") if p.is_file()
+                   and p.suffix.lower() not in (".csv", ".md", ".atr", ".txt") and "licenses" not in p.parts)
+    compared = set()
+    for entry in read_ecgs(files, errors="return", duration_s=10):
+        if not hasattr(entry, "signal") or not entry.leads or not np.isfinite(entry.signal).all():
+            continue
+        prepared = prepare(entry)
+        if not len(prepared.segments):
+            continue
+        entry = derive_missing_limb_leads(entry)
+        sig = entry.signal.copy()
+        sig[np.ptp(sig, axis=1) < FLAT_PEAK_TO_PEAK_MV] = 0.0
+        np.testing.assert_array_equal(prepared.segments, ecg_transform_pipeline(sig, entry.fs, entry.leads),
+                                      err_msg=entry.name)
+        compared.add(entry.fs)
+    assert 500 in compared and len(compared) >= 3, compared  # at least two rates that are resampled
