@@ -50,9 +50,10 @@ def _csv(path: Path, signal_: np.ndarray, leads) -> None:
         writer.writerows(np.round(signal_.T, 4).tolist())
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("batch")
+def make_dataset(root: Path, more_complete: int = 0) -> dict:
+    """A folder of WFDB records (two levels, a 30 s one, a flat one, a file that is no ECG), a manifest
+    of CSV files (complete, two leads, 3 s, 200 Hz, one missing) and `more_complete` more complete
+    WFDB records in wfdb/more; the tiny classifier and encoder."""
     rng = np.random.default_rng(11)
     records = root / "wfdb"
     for i in range(4):
@@ -75,12 +76,19 @@ def data(tmp_path_factory):
         writer.writerow(["C", "c.csv", "500", "", "short"])
         writer.writerow(["D", "d.csv", "200", "45", "slow"])
         writer.writerow(["E", "missing.csv", "500", "50", "no file"])
+    for i in range(more_complete):
+        _wfdb(records / "more", f"m{i:02d}", _ecg(rng, 10, 500, 12, 0.8 + i / 20))
     checkpoint = write_checkpoint(root / "tiny.pt", seed=7)
     encoder = write_checkpoint(root / "tiny_encoder.pt", "wav2vec2_cmsc", seed=3)
     model = ecgfm.load_model(checkpoint, device="cpu")
     embedder = ecgfm.load_model(encoder, device="cpu")
     return {"root": root, "wfdb": records, "manifest": manifest, "checkpoint": checkpoint, "encoder": encoder,
             "model": model, "embedder": embedder, "inputs": [str(records), str(manifest)]}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("batch"))
 
 
 EXPECTED = {  # id -> (status, adequacy); None: could not be read

@@ -22,7 +22,7 @@ from ecgfm.__main__ import main
 from ecgfm.batch import parts_folder, read_metadata, run_batch
 from ecgfm.errors import ECGFMError
 from tests.fairseq_layout import write_checkpoint
-from tests.test_batch import EXPECTED, _csv, _ecg, _probe, _rows, _same_numbers, _wfdb
+from tests.test_batch import EXPECTED, _probe, _rows, _same_numbers, make_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 LABEL_NAMES = [label.name for label in ecgfm.LABELS]
@@ -97,39 +97,9 @@ def cluster(tmp_path_factory):
 def data(tmp_path_factory):
     """tests/test_batch.py's records (a folder of WFDB records and a manifest of CSV files) and 20
     more complete WFDB records, 32 inputs in all."""
-    import csv
-
-    from ecgfm.io.record import STANDARD_LEADS
-
-    root = tmp_path_factory.mktemp("ray")
-    rng = np.random.default_rng(11)
-    records = root / "wfdb"
-    for i in range(4):
-        _wfdb(records / ("sub" if i % 2 else ""), f"r{i}", _ecg(rng, 10, 500, 12, 1 + i / 4))
-    _wfdb(records, "long", _ecg(rng, 30, 500, 12, 1.3))
-    _wfdb(records, "flat", np.zeros((12, 5000)))
-    (records / "garbage.bin").write_bytes(b"\x00\x01\x02 this is not an ECG at all")
-    for i in range(20):
-        _wfdb(records / "more", f"m{i:02d}", _ecg(rng, 10, 500, 12, 0.8 + i / 20))
-    tabular = root / "tabular"
-    tabular.mkdir()
-    _csv(tabular / "a.csv", _ecg(rng, 10, 500, 12, 1.1), STANDARD_LEADS)
-    _csv(tabular / "b.csv", _ecg(rng, 10, 500, 2, 1.4), ["I", "II"])
-    _csv(tabular / "c.csv", _ecg(rng, 3, 500, 12, 1.2), STANDARD_LEADS)
-    _csv(tabular / "d.csv", _ecg(rng, 10, 200, 12, 0.9), STANDARD_LEADS)
-    manifest = tabular / "manifest.csv"
-    with open(manifest, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["record_id", "path", "fs", "age", "label"])
-        writer.writerow(["A", "a.csv", "500", "61", "sinus"])
-        writer.writerow(["B", "b.csv", "500", "70", "two leads"])
-        writer.writerow(["C", "c.csv", "500", "", "short"])
-        writer.writerow(["D", "d.csv", "200", "45", "slow"])
-        writer.writerow(["E", "missing.csv", "500", "50", "no file"])
-    checkpoint = write_checkpoint(root / "tiny.pt", seed=7)
-    encoder = write_checkpoint(root / "tiny_encoder.pt", "wav2vec2_cmsc", seed=3)
-    model = ecgfm.load_model(checkpoint, device="cpu")
-    embedder = ecgfm.load_model(encoder, device="cpu")
+    made = make_dataset(tmp_path_factory.mktemp("ray"), more_complete=20)
+    root, records, manifest, model, embedder = (made[k] for k in ("root", "wfdb", "manifest", "model", "embedder"))
+    checkpoint, encoder = made["checkpoint"], made["encoder"]
     probe = _probe(root / "my-probe", embedder.provenance["sha256"], seed=5)
     single = root / "single.parquet"
     run_batch([records, manifest], single, model, embedder=embedder, probe=probe, workers=0, batch_size=4)
