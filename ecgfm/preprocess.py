@@ -60,8 +60,9 @@ class PreparedECG:
 
 
 def _reorder(signal: np.ndarray, present: list[str]) -> np.ndarray:
-    """ecg-transform's ReorderLeads(missing_lead_strategy="zero"): the 12 leads in ECG-FM's order,
-    zeros for the absent ones, in the signal's own dtype."""
+    """ecg-transform's ReorderLeads(missing_lead_strategy="zero"): the 12 leads in ECG-FM's order, in
+    the signal's own dtype. The quickstart raises on a missing lead; here a lead still missing after
+    limb-lead derivation is zero-filled, and the adequacy says so."""
     if present == LEAD_ORDER:
         return signal
     ordered = np.full((len(LEAD_ORDER), signal.shape[1]), 0, dtype=signal.dtype)
