@@ -57,7 +57,7 @@ def test_matches_quickstart(fs, seconds):
     expected = quickstart(sig, fs, LEADS)
     assert prepared.segments.dtype == np.float32
     assert prepared.segments.shape == expected.shape
-    np.testing.assert_array_equal(prepared.segments, expected)
+    same_as_ecg_transform(prepared.segments, expected)
     assert prepared.padding_mask is None
     assert prepared.lead_status == {lead: "recorded" for lead in LEADS}
 
@@ -67,7 +67,7 @@ def test_shuffled_leads_match_quickstart():
     order = list(rng.permutation(LEADS))
     sig = synthetic(400, 10, seed=3)
     prepared = prepare(record(sig, 400, order))
-    np.testing.assert_array_equal(prepared.segments, quickstart(sig, 400, order))
+    same_as_ecg_transform(prepared.segments, quickstart(sig, 400, order))
     # Each output row is the standardized version of the lead with that name.
     row = order.index("V3")
     own = quickstart(sig[[row]].repeat(12, axis=0), 400, LEADS)[:, 0]
@@ -78,7 +78,7 @@ def test_constant_lead_is_zero_as_quickstart():
     sig = synthetic(500, 10, seed=4)
     sig[LEADS.index("V2")] = 0.37
     prepared = prepare(record(sig, 500))
-    np.testing.assert_array_equal(prepared.segments, quickstart(sig, 500, LEADS))
+    same_as_ecg_transform(prepared.segments, quickstart(sig, 500, LEADS))
     assert not prepared.segments[:, LEADS.index("V2")].any()
     assert any("V2" in w and "flat" in w for w in prepared.warnings)
     assert prepared.lead_status["V2"] == "flat"
@@ -96,7 +96,7 @@ def test_near_constant_lead_is_flat_and_zeroed(offset):
     assert prepared.lead_status["V5"] == "flat"
     assert not prepared.segments[:, LEADS.index("V5")].any()
     others = [i for i, lead in enumerate(LEADS) if lead != "V5"]
-    np.testing.assert_array_equal(prepared.segments[:, others], quickstart(sig, 500, LEADS)[:, others])
+    same_as_ecg_transform(prepared.segments[:, others], quickstart(sig, 500, LEADS)[:, others])
 
 
 def test_low_amplitude_lead_is_not_flat():
@@ -194,7 +194,7 @@ def test_missing_precordial_lead_zero_filled():
     assert not any("V4" in w for w in prepared.warnings)  # said once, in the adequacy
     # The other leads are as the quickstart makes them.
     other = [LEADS.index(lead) for lead in leads]
-    np.testing.assert_array_equal(prepared.segments[:, other], quickstart(sig, 500, LEADS)[:, other])
+    same_as_ecg_transform(prepared.segments[:, other], quickstart(sig, 500, LEADS)[:, other])
 
 
 def test_limb_leads_without_i_cannot_be_derived():
@@ -277,8 +277,16 @@ def test_real_code15_record(samples_dir):
     prepared = prepare(record(feats, fs))
     expected = quickstart(feats, fs, LEADS)
     assert isinstance(prepared, PreparedECG)
-    np.testing.assert_array_equal(prepared.segments, expected)
+    same_as_ecg_transform(prepared.segments, expected)
     assert prepared.segments.shape[1:] == (12, SEGMENT_SAMPLES) and SAMPLE_RATE == 500
+
+
+def same_as_ecg_transform(ours: np.ndarray, theirs: np.ndarray, name: str = "") -> None:
+    """Equal to float32 rounding: the numpy steps do ecg-transform's operations in its order, so on
+    this machine they agree bit for bit; another CPU's vector loops may round a sum differently in
+    one of the two, so the tests allow a float32 step of a standardized value and no more."""
+    assert ours.dtype == theirs.dtype == np.float32 and ours.shape == theirs.shape
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=2e-6, err_msg=name)
 
 
 def ecg_transform_pipeline(signal: np.ndarray, fs: float, leads: list[str]) -> np.ndarray:
@@ -304,17 +312,17 @@ def ecg_transform_pipeline(signal: np.ndarray, fs: float, leads: list[str]) -> n
     (500, 10.0, LEADS[::-1], "aVL"),                          # reordered, a constant lead
     (1000, 2.5, ["I", "II", "V1", "V2", "V3", "V4", "V5", "V6", "III", "aVR", "aVL", "aVF"], None),
 ])
-def test_every_step_matches_ecg_transform_bit_for_bit(fs, seconds, leads, constant):
-    """The steps `prepare` runs with numpy give ecg-transform's numbers exactly, including padding,
+def test_every_step_matches_ecg_transform(fs, seconds, leads, constant):
+    """The steps `prepare` runs with numpy give ecg-transform's numbers, including padding,
     zero-filled, constant and reordered leads, float32 and resampled (float64) inputs."""
     sig = synthetic(fs, seconds, n_leads=len(leads), seed=int(fs + seconds))
     if constant:
         sig[leads.index(constant)] = 0.5  # exactly constant: zeroed by both, not "flat" (0.02 mV)
     prepared = prepare(record(sig, fs, leads))
-    np.testing.assert_array_equal(prepared.segments, ecg_transform_pipeline(sig, fs, leads))
+    same_as_ecg_transform(prepared.segments, ecg_transform_pipeline(sig, fs, leads))
 
 
-def test_real_records_match_ecg_transform_bit_for_bit(samples_dir):
+def test_real_records_match_ecg_transform(samples_dir):
     """Every real file that reads: `prepare` gives what ecg-transform's transforms give on the same
     leads (limb leads derived and flat leads zeroed first, as `prepare` does before the pipeline)."""
     from ecgfm.io import read_ecgs
@@ -333,7 +341,6 @@ def test_real_records_match_ecg_transform_bit_for_bit(samples_dir):
         entry = derive_missing_limb_leads(entry)
         sig = entry.signal.copy()
         sig[np.ptp(sig, axis=1) < FLAT_PEAK_TO_PEAK_MV] = 0.0
-        np.testing.assert_array_equal(prepared.segments, ecg_transform_pipeline(sig, entry.fs, entry.leads),
-                                      err_msg=entry.name)
+        same_as_ecg_transform(prepared.segments, ecg_transform_pipeline(sig, entry.fs, entry.leads), entry.name)
         compared.add(entry.fs)
     assert 500 in compared and len(compared) >= 3, compared  # at least two rates that are resampled
