@@ -437,7 +437,9 @@ def report(results: dict) -> str:
                 lines.append(f"  {mode} same steps, timed: {phases['wall_s']:.2f} s, {phases['peak_rss_mb']:.0f} MB — "
                              f"{split} [load target ≤{TARGETS['load_s']} s: "
                              f"{_ok(phases['seconds']['load'], TARGETS['load_s'], False)}]")
-    app = results.get("app")
+    if "app" not in results:  # left out (--skip-app, --cold-only)
+        return "\n".join(lines)
+    app = results["app"]
     lines.append("")
     if app is None:
         lines.append("app: app.py not found, throughput not measured")
