@@ -322,9 +322,9 @@ def main() -> None:
     checkpoint = full_checkpoint()
     env = {**os.environ, "PYTHONPATH": str(REPO), "ECGFM_CACHE": str(CACHE / "ecgfm-cache"), "HF_HUB_OFFLINE": "1"}
     os.environ.update({k: env[k] for k in ("ECGFM_CACHE", "HF_HUB_OFFLINE")})
-    from ecgfm.__main__ import _return_freed_memory
+    from ecgfm.runtime import return_freed_memory
 
-    _return_freed_memory()  # as the CLI does, before torch first multiplies
+    return_freed_memory()  # as the CLI does, before torch first multiplies
     import torch
 
     import ecgfm
