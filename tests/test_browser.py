@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -229,8 +230,30 @@ CONTRAST_JS = """
 """
 
 
+SETTLED_OPACITY_JS = """
+(selectors) => selectors.flatMap((sel) => [...document.querySelectorAll(sel)].map((el) => {
+  let o = 1;
+  for (let e = el; e; e = e.parentElement) o *= parseFloat(getComputedStyle(e).opacity);
+  return Math.round(o * 1000);
+}))
+"""
+
+
+def wait_for_settled_opacity(page, selectors: list[str], timeout_s: float = 5.0) -> None:
+    """Gradio fades outputs in and out around an update: measuring mid-fade reads a colour nobody
+    sees for long. Wait until the elements' effective opacity is the same twice, 250 ms apart."""
+    deadline, last = time.monotonic() + timeout_s, None
+    while time.monotonic() < deadline:
+        now = page.evaluate(SETTLED_OPACITY_JS, selectors)
+        if now == last:
+            return
+        last = now
+        page.wait_for_timeout(250)
+
+
 def assert_contrast(page, selectors: list[str]) -> None:
     """Every visible text of these elements at WCAG AA against its own background, each one found."""
+    wait_for_settled_opacity(page, selectors)
     measured = page.evaluate(CONTRAST_JS, [selectors, AA, AA_LARGE])
     assert not measured["unparsed"], f"colours the test cannot read: {set(measured['unparsed'])}"
     for selector, result in measured["results"].items():
