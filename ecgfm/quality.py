@@ -67,6 +67,7 @@ MAINS_HALF_WIDTH_HZ = 1.0  # mains frequency drifts by a few tenths of a hertz
 MAINS_MIN_MV = 0.03  # amplitude of the hum (0.06 mV peak to peak, 0.6 mm at 10 mm/mV)
 MAINS_RATIO = 0.02  # hum amplitude as a fraction of the lead's ECG amplitude
 MAINS_PEAK_RATIO = 10.0  # power at the mains frequency over the spectrum around it
+MIN_FS = 50.0  # Hz; below this no QRS or P wave can be told apart, nor any of the bands above
 REVERSAL_MIN_BEATS = 4
 REVERSAL_P_MV = 0.04  # the smallest P deflection taken as a P wave
 REVERSAL_QRS_MV = 0.15  # the smallest net QRS deflection taken as a direction
@@ -140,6 +141,10 @@ def assess(record: ECGRecord, lead_status: dict[str, str]) -> SignalQuality:
               and np.isfinite(record.signal[record.leads.index(lead)]).all()]
     if not judged:
         return SignalQuality()
+    if fs < MIN_FS or record.signal.shape[1] < fs:
+        why = (f"sampled at {fs:g} Hz, below the {MIN_FS:g} Hz these checks need" if fs < MIN_FS
+               else "shorter than the 1 s these checks need")
+        return SignalQuality(unchecked={"signal quality": why})
     m = _Measures(judged, record.signal[[record.leads.index(lead) for lead in judged]].astype(np.float64), fs)
     derived = [lead for lead in record.leads if status[lead] == "derived"]
     sources = [lead for lead in _LIMB if lead in judged]

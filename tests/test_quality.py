@@ -328,3 +328,12 @@ def test_examples_keep_their_adequacy(name):
     prepared = prepare(read_ecg(REPO / "examples" / name, duration_s=10.0))
     assert prepared.adequacy.level == EXAMPLE_LEVELS[name]
     assert not prepared.quality.severe
+
+
+@pytest.mark.parametrize("fs, samples", [(5.0, 50), (20.0, 200), (500.0, 300)])
+def test_too_slow_or_too_short_is_unchecked_with_the_reason(fs, samples):
+    rec = ECGRecord("odd.csv", np.random.default_rng(2).normal(size=(12, samples)).astype(np.float32), fs,
+                    list(LEADS), "test", "mV")
+    result = quality.assess(rec, {lead: "recorded" for lead in LEADS})
+    assert result.flags == () and list(result.unchecked) == ["signal quality"]
+    assert ("Hz" if fs < quality.MIN_FS else "1 s") in result.unchecked["signal quality"]
