@@ -10,7 +10,8 @@ Resampling, the one step whose rounding is delicate, is ecg-transform's own `Lin
 and scipy.interpolate under it (~0.5 s, ~40 MB) are imported only when a record is not already at
 500 Hz. The other steps are a few numpy lines each, written as ecg-transform writes them (same
 operations, same order, same dtypes), so that a 500 Hz record never pays for that import;
-tests/test_preprocess.py holds them equal, bit for bit, to the quickstart run with ecg-transform.
+tests/test_preprocess.py holds them equal to the quickstart run with ecg-transform (bit for bit on
+this machine; within one float32 step, 2e-6, where another CPU rounds a sum differently).
 
 What the quickstart does not cover is handled here, never silently: limb leads missing from the
 file are derived from I and II (a warning); a lead that cannot be derived is zero-filled, and a lead
