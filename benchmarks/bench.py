@@ -246,6 +246,21 @@ print(json.dumps({"phases": {"import": t1 - t0, "read": t2 - t1, "load": t3 - t2
 """
 
 
+# The floor under the CLI's peak: torch, the weights and one fp32 forward of a 10 s ECG's two
+# segments, with nothing of ecgfm's reading, preprocessing or output around them.
+_NETWORK_ALONE = r"""
+import sys
+from ecgfm.runtime import return_freed_memory
+return_freed_memory()
+import torch
+import ecgfm
+model = ecgfm.load_model(sys.argv[1])
+with torch.inference_mode():
+    model(torch.zeros(2, 12, 2500))
+print("done")
+"""
+
+
 def cold_start(checkpoint: Path, files: list[Path], repeats: int, modes, csv_file: Path | None = None) -> dict:
     """Fresh processes, weights on disk (the OS page cache is not dropped: that would affect others).
     With `csv_file`, the same command on the same ECG as CSV is timed too (`cli_csv`)."""
@@ -274,6 +289,8 @@ def cold_start(checkpoint: Path, files: list[Path], repeats: int, modes, csv_fil
         result["cli_csv"] = {"printed_s": statistics.median(run[3] for run in runs),
                              "wall_s": statistics.median(run[0] for run in runs),
                              "peak_rss_mb": max(run[1] for run in runs)}
+    alone = [_run_child_rss([python, "-c", _NETWORK_ALONE, str(checkpoint)], env) for _ in range(repeats)]
+    result["network_alone"] = {"peak_rss_mb": max(run[1] for run in alone)}
     for mode in modes:
         phases = []
         _run_child_rss([python, "-c", _PHASES, str(checkpoint), mode, *map(str, files)], env)  # writes its cache
@@ -429,7 +446,11 @@ def report(results: dict) -> str:
                      f"[{_margin(cold['cli_csv']['peak_rss_mb'], TARGETS['peak_rss_mb'])}]"]
                     if "cli_csv" in cold else []),
                   f"  first run after a new checkpoint (also writes the weights cache): printed after "
-                  f"{cold['cli_first_run']['printed_s']:.2f} s, {cold['cli_first_run']['peak_rss_mb']:.0f} MB"]
+                  f"{cold['cli_first_run']['printed_s']:.2f} s, {cold['cli_first_run']['peak_rss_mb']:.0f} MB",
+                  *([f"  the network alone (import torch, load the weights, one fp32 forward of two 5 s segments; "
+                     f"the floor under the CLI): peak RSS {cold['network_alone']['peak_rss_mb']:.0f} MB "
+                     f"[{_margin(cold['network_alone']['peak_rss_mb'], TARGETS['peak_rss_mb'])}]"]
+                    if "network_alone" in cold else [])]
         for mode in MODES:
             phases = cold.get(f"phases_{mode}")
             if phases:
