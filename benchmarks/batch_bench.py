@@ -80,11 +80,11 @@ def batch_segments(paths: list[Path], batch_size: int, batches: int) -> list:
     import numpy as np
 
     from ecgfm.io import read_ecgs
-    from ecgfm.predict import _prepare_window
+    from ecgfm.predict import prepare_window
 
     prepared = {}
     for path in dict.fromkeys(paths[:batch_size * batches]):
-        prepared[path] = _prepare_window(read_ecgs([str(path)])[0], 0.0, 10.0).segments
+        prepared[path] = prepare_window(read_ecgs([str(path)])[0], 0.0, 10.0).segments
     return [np.concatenate([prepared[p] for p in paths[first:first + batch_size]])
             for first in range(0, batch_size * batches, batch_size)]
 
