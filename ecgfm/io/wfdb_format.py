@@ -382,12 +382,12 @@ def _read_plain(header: Header, header_path: Path, start_s: float,
                                               [s.fmt for s in signals],
                                               [s.description for s in signals], digital))
         channels = []
-        for signal, samples in zip(signals, digital):
+        for number, (signal, samples) in enumerate(zip(signals, digital), start=1):
             physical = samples.astype(np.float64)
             physical -= signal.baseline
             physical /= signal.adc_gain
             physical[samples == _INVALID_CODE[signal.fmt]] = np.nan
-            channels.append(Channel(name=str(signal.description), data=physical, fs=fs,
+            channels.append(Channel(name=_signal_name(signal.description, number), data=physical, fs=fs,
                                     unit=signal.units, scale=voltage_scale(signal.units)))
     except Exception:  # noqa: BLE001 - a file changed under us, or a value numpy refuses
         raise read_error(hea, "the signal files could not be decoded as the header describes them "
@@ -518,12 +518,17 @@ def _read_with_wfdb(header_path: Path, start_s: float, duration_s: float | None)
         else:
             data = np.asarray(rec.p_signal[:, i], dtype=np.float64)
         unit = (rec.units[i] if rec.units else None) or "mV"
-        channels.append(Channel(name=str(name), data=data, fs=frame_fs * spf_read[i], unit=unit,
+        channels.append(Channel(name=_signal_name(name, i + 1), data=data, fs=frame_fs * spf_read[i], unit=unit,
                                 scale=voltage_scale(unit)))
     if not channels:
         raise read_error(hea, "the header lists no signals.")
     return RawRecord(name=header_path.name, format="WFDB", channels=channels, warnings=warnings,
                      windowed=True, start_s=first / fs, total_duration_s=sig_len / fs)
+
+
+def _signal_name(description: str | None, number: int) -> str:
+    """A signal line's description, or "signal N" when it has none (wfdb gives None)."""
+    return str(description).strip() if description and str(description).strip() else f"signal {number}"
 
 
 def _wfdb_signals(header) -> list[SignalSpec]:

@@ -218,3 +218,15 @@ def test_shared_samples(hea):
     total = whole.total_duration_s
     _assert_same(hea, total / 2, 2.0)
     _assert_same(hea, max(0.0, total - 1.5), 5.0)
+
+
+@pytest.mark.parametrize("fmt", ["16", "8"])  # 16: decoded here; 8: read through wfdb
+def test_signals_without_a_description_are_named_by_their_number(tmp_path, fmt):
+    """A signal line may end before its description; such a signal is "signal N" (wfdb's None would
+    reach the user as a lead called "None")."""
+    stored = np.random.default_rng(1).integers(-20, 20, size=(1000, 3))  # format 8 stores differences
+    (tmp_path / "r.dat").write_bytes(stored.astype("<i2" if fmt == "16" else "i1").tobytes())
+    (tmp_path / "r.hea").write_text("r 3 500 1000\n" + "".join(f"r.dat {fmt} 200 16 0\n" for _ in range(3)))
+    record = read_ecg([tmp_path / "r.hea", tmp_path / "r.dat"])
+    assert [lead for lead in record.leads] == ["signal 1", "signal 2", "signal 3"]
+    assert not any("None" in warning for warning in record.warnings)
