@@ -256,7 +256,8 @@ def test_fit_from_files_joins_on_ids_and_refuses_what_does_not_fit(cohort, tmp_p
     frame = predict_from_file(tmp_path / "probe", table, id_column="record")
     assert list(frame.columns) == ["record", "fast"] and len(frame) == N
     assert np.isnan(frame["fast"].iloc[-1]) and frame["record"].iloc[-1] == "p0-r0"
-    np.testing.assert_array_equal(frame["fast"].to_numpy()[:-1], probe.predict_proba(table.embeddings)["fast"])
+    np.testing.assert_allclose(frame["fast"].to_numpy()[:-1], probe.predict_proba(table.embeddings)["fast"],
+                               rtol=1e-9, atol=0)  # a product of other shapes may round its last bits otherwise
 
     with pytest.raises(ECGFMError, match="no column 'id' for the record ids"):
         fit_from_files(table, labels)
