@@ -324,7 +324,7 @@ def main() -> None:
     os.environ.update({k: env[k] for k in ("ECGFM_CACHE", "HF_HUB_OFFLINE")})
     from ecgfm.runtime import return_freed_memory
 
-    return_freed_memory()  # as the CLI does, before torch first multiplies
+    return_freed_memory()  # as `ecgfm batch` does, before torch first multiplies
     import torch
 
     import ecgfm

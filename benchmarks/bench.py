@@ -229,7 +229,7 @@ _PHASES = r"""
 import json, sys, time
 t0 = time.perf_counter()
 from ecgfm.runtime import return_freed_memory
-return_freed_memory()
+return_freed_memory(one_shot=True)  # as `ecgfm predict` does
 import torch
 import ecgfm
 from ecgfm.io import read_ecgs
@@ -251,7 +251,7 @@ print(json.dumps({"phases": {"import": t1 - t0, "read": t2 - t1, "load": t3 - t2
 _NETWORK_ALONE = r"""
 import sys
 from ecgfm.runtime import return_freed_memory
-return_freed_memory()
+return_freed_memory(one_shot=True)  # as `ecgfm predict` does
 import torch
 import ecgfm
 model = ecgfm.load_model(sys.argv[1])

@@ -485,3 +485,19 @@ def test_saliency_is_given_when_asked_for(files, capsys):
     block = json.loads(out)["saliency"]
     assert code == 0 and block["rate_hz"] == 500 and [len(row) for row in block["per_segment"]] == [2499, 2499]
     assert min(block["per_segment"][0]) == 0.0 and max(block["per_segment"][0]) == 1.0
+
+
+@pytest.mark.parametrize("argv, one_shot", [(["predict", "absent.hea"], True), (["info", "absent.hea"], False),
+                                            (["batch", "absent.hea", "--out", "out.parquet"], False)])
+def test_only_predict_runs_as_a_one_shot_process(argv, one_shot, monkeypatch, tmp_path, capsys):
+    import ecgfm.runtime
+    from ecgfm.__main__ import cli
+
+    chosen = []
+    monkeypatch.setattr(ecgfm.runtime, "return_freed_memory", lambda one_shot=False: chosen.append(one_shot))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["ecgfm", *argv])
+    with pytest.raises(SystemExit) as exit_:
+        cli()
+    assert chosen == [one_shot]
+    assert exit_.value.code == 2 and capsys.readouterr().err.startswith("error: ")  # the command ran

@@ -11,9 +11,11 @@ REPO = Path(__file__).resolve().parents[1]
 # after the first large free and the buffers stay in the heap; with the fixed threshold they go back.
 PROGRAM = """
 import os, sys, threading
-if sys.argv[1] == "set":
-    from ecgfm.runtime import return_freed_memory
+from ecgfm.runtime import return_freed_memory
+if sys.argv[1] in ("set", "server"):
     return_freed_memory()
+if sys.argv[1] == "one-shot":
+    return_freed_memory(one_shot=True)
 import numpy as np
 from ecgfm.runtime import trim_heap
 
@@ -43,12 +45,29 @@ def run(mode: str, **env) -> tuple[float, str]:
     return float(kept), mkl
 
 
-def test_freed_buffers_go_back_to_the_system():
+def _glibc_only():
     if not sys.platform.startswith("linux"):
         import pytest
         pytest.skip("glibc's allocator only")
+
+
+def test_freed_buffers_go_back_to_the_system():
+    _glibc_only()
     kept, mkl = run("set")
     assert kept < 30 and mkl == "1"  # of 300 MB freed; glibc's default keeps ~130 MB of it here
+
+
+def test_a_one_shot_process_returns_freed_buffers_without_trimming():
+    _glibc_only()
+    kept, mkl = run("one-shot")
+    assert kept < 30 and mkl == "1"
+
+
+def test_a_long_running_process_keeps_glibcs_dynamic_threshold():
+    """Its forwards stay fast (buffers reused from the heap); it trims between requests instead."""
+    _glibc_only()
+    kept, _ = run("server")
+    assert kept > 60
 
 
 def test_a_users_own_setting_stays():
