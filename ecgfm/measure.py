@@ -420,6 +420,8 @@ def _delineate(median: _MedianBeat, used: list[int], fs: float,
         previous_t_end = (marks["t_end"] if "t_end" in marks
                           else qrs_on + int(0.5 * math.sqrt(mean_rr_s) * fs))
         first = max(first, previous_t_end - int(round(mean_rr_s * fs)) + int(0.02 * fs))
+    # A QRS onset found early (a P wave fused into it) would put the window before the median beat.
+    first = max(first, 0)
     p = _p_wave(median, used, first, qrs_on, fs)
     if isinstance(p, str):
         reasons["pr"] = reasons["p_axis"] = p

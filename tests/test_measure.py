@@ -16,7 +16,7 @@ import pytest
 from scipy.signal import resample_poly
 
 from ecgfm.io.record import STANDARD_LEADS, ECGRecord
-from ecgfm.measure import NOTE, QUANTITIES, Measurements, measure
+from ecgfm.measure import NOTE, PLAUSIBLE, QUANTITIES, Measurements, measure
 
 BUILD_FS = 1000.0
 KEYS = [key for key, _, _ in QUANTITIES]
@@ -46,7 +46,7 @@ def synthetic(*, fs: float = 500.0, duration_s: float = 10.0, rr_ms=(800, 840, 7
               pr_ms: float = 160, qrs_ms: float = 96, qt_ms: float = 400,
               axes=(50.0, 60.0, 40.0), leads=STANDARD_LEADS, noise_mv: float = 0.01,
               p_waves: bool = True, fibrillation_mv: float = 0.0, seed: int = 0,
-              first_qrs_s: float = 0.6) -> tuple[ECGRecord, dict]:
+              first_qrs_s: float = 0.6, p_mv: float = 0.15) -> tuple[ECGRecord, dict]:
     """A 12-lead ECG made of P, QRS (q, R, s) and T waves at known times, with the frontal axes
     `axes` (P, QRS, T), baseline wander, mains hum and white noise; and the values it was built
     with (heart rate and RR SD over the beats placed)."""
@@ -64,7 +64,7 @@ def synthetic(*, fs: float = 500.0, duration_s: float = 10.0, rr_ms=(800, 840, 7
     s = qrs_ms / 1000 - q - r
     for on in onsets:
         if p_waves:
-            waves["p"] += 0.15 * _bump(t, on - pr_ms / 1000, 0.1)
+            waves["p"] += p_mv * _bump(t, on - pr_ms / 1000, 0.1)
         waves["qrs"] += (-0.15 * _bump(t, on, q) + 1.5 * _bump(t, on + q, r)
                          - 0.35 * _bump(t, on + q + r, s))
         waves["t"] += 0.35 * _bump(t, on + (qt_ms - 180) / 1000, 0.18)
@@ -219,6 +219,20 @@ def test_noise_lead_is_not_used():
                                 units="mV"))
     assert with_noise.values == without.values
     assert_close(with_noise, truth)
+
+
+
+@pytest.mark.parametrize("pr_ms, rr_ms", [(120, 1000), (140, 1500)])
+def test_a_p_wave_fused_into_the_qrs_gives_a_reason_not_a_crash(pr_ms, rr_ms):
+    """A P wave as large as a QRS, close to it, at a slow rate: its QRS onset is found so early that
+    the P wave's search window began before the median beat (it raised ValueError)."""
+    record, _ = synthetic(pr_ms=pr_ms, rr_ms=(rr_ms,), p_mv=1.2)
+    result = measure(record)
+    assert "heart_rate" in result.values
+    assert ("pr" in result.values) != ("pr" in result.absent)
+    if "pr" in result.values:
+        low, high = PLAUSIBLE["pr"]
+        assert low <= result.values["pr"] <= high
 
 
 @pytest.mark.parametrize("noise_mv", [0.05, 0.1, 0.3])
