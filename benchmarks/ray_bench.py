@@ -30,7 +30,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-SAMPLES = REPO.parent / "shared" / "ecg-samples"
+SAMPLES = Path(os.environ.get("ECGFM_SHARED", REPO.parent / "shared")) / "ecg-samples"  # as batch_bench.py
 
 
 def scored_samples() -> list[Path]:

@@ -1154,12 +1154,13 @@ def check_models(model, embedder, probe):
     if probe.dim != embedder.dims.embed_dim:
         raise ECGFMError(f"the probe takes {probe.dim}-value embeddings, but this encoder gives "
                          f"{embedder.dims.embed_dim}; give the encoder the probe was fitted on.")
-    sha256 = (probe.card.get("weights") or {}).get("sha256")
+    identity = probe.identity()
+    sha256 = identity["weights_sha256"]
     if not sha256:
         raise ECGFMError("the probe has no saved weights for the output to name it by; save it first "
                          "(Probe.save) and give it, or its folder.")
-    facts = {"name": name, "labels": list(probe.labels), "columns": [probe_column(label) for label in probe.labels],
-             "sha256": sha256, "encoder_sha256": probe.encoder_sha256, "created": probe.card.get("created"),
+    facts = {"name": name, "labels": identity["labels"], "columns": [probe_column(label) for label in probe.labels],
+             "sha256": sha256, "encoder_sha256": probe.encoder_sha256, "created": identity["created"],
              "format": probe.card.get("format")}
     return probe, facts
 

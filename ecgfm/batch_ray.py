@@ -90,7 +90,7 @@ class Scorer:
     """
 
     def __init__(self, checkpoint: str, encoder: str | None, probe, *, device: str, precision: str,
-                 sha256: dict, duration_s: float | None, threads: int | None):
+                 sha256: dict, threads: int | None):
         import torch
 
         from . import load_model
@@ -107,7 +107,7 @@ class Scorer:
                 raise ECGFMError(f"on the node {socket.gethostname()}, the {role} {model.provenance.get('file')} "
                                  f"has sha256 {str(found)[:12]}…, not the {str(sha256[role])[:12]}… of the job; "
                                  "give every node the same weights (a path on shared storage).")
-        self.probe, self.duration_s = probe, duration_s
+        self.probe = probe
 
     def __call__(self, batch: dict) -> dict:
         read = [pickle.loads(blob) for blob in batch["read"]]
@@ -115,8 +115,8 @@ class Scorer:
         for _, entries, prepared in read:
             records += [entry for entry in entries if isinstance(entry, ECGRecord)]
             windows += prepared
-        predictions = score(self.model, records, embedder=self.embedder, probe=self.probe,
-                            duration_s=self.duration_s, prepared=windows)
+        # The windows were cut and prepared by the reading tasks, so no window arguments here.
+        predictions = score(self.model, records, embedder=self.embedder, probe=self.probe, prepared=windows)
         rows = [pickle.dumps(unit_rows(unit, entries, predictions), protocol=pickle.HIGHEST_PROTOCOL)
                 for unit, entries, _ in read]
         return {"rows": np.array(rows, dtype=object)}
@@ -133,7 +133,7 @@ class _ScoreOnRay:
         self.ray, self.job = ray, job
         self.batch_size, self.actors, self.actor_cpus, self.gpus_per_actor = batch_size, actors, actor_cpus, gpus_per_actor
         self.scorer_options = dict(checkpoint=checkpoint, encoder=encoder, probe=probe, device=device,
-                                   precision=precision, sha256=sha256, duration_s=job.duration_s,
+                                   precision=precision, sha256=sha256,
                                    threads=max(1, math.floor(actor_cpus)) if device == "cpu" else None)
 
     def __call__(self, units: Iterator[Unit]) -> Iterator[tuple[int, list[dict]]]:
@@ -271,9 +271,15 @@ def run_batch_ray(inputs: Sequence[str | os.PathLike], out: str | os.PathLike,
         if value is not None and not value > 0:
             raise ECGFMError(f"the number of {name} must be more than 0.")
     checkpoint, encoder = _spec(checkpoint), encoder and _spec(encoder)
+    # Loaded here only to check the weights and name them in the output; the actors load their own.
     model = load_model(checkpoint, device="cpu")
     embedder = load_model(encoder, device="cpu") if encoder else None
     probe, probe_facts = check_models(model, embedder, probe)
+    described = describe(model, embedder)
+    embedding_dim = embedder.dims.embed_dim if embedder is not None else None
+    sha256 = {"classifier": model.provenance["sha256"],
+              "encoder": embedder.provenance["sha256"] if embedder is not None else None}
+    del model, embedder
 
     started = _connect(ray, address)
     try:
@@ -289,16 +295,14 @@ def run_batch_ray(inputs: Sequence[str | os.PathLike], out: str | os.PathLike,
         if actors is None:
             actors = int(gpus) if on_gpu else max(1, int(cpus // actor_cpus))
         _check_room(int(actors), float(actor_cpus), on_gpu, gpus=gpus, cpus=cpus, largest=largest)
-        provenance = {**describe(model, embedder), "device": "cuda" if on_gpu else "cpu", "precision": precision}
-        if embedder is not None:
+        provenance = {**described, "device": "cuda" if on_gpu else "cpu", "precision": precision}
+        if embedding_dim is not None:
             provenance["embedder"] = {**provenance["embedder"], "precision": precision}
-        job = Job(inputs, out, provenance, embedding_dim=embedder.dims.embed_dim if embedder is not None else None,
+        job = Job(inputs, out, provenance, embedding_dim=embedding_dim,
                   probe=probe_facts, start_s=start_s, duration_s=duration_s, fs=fs, leads=leads,
                   part_size=int(part_size), progress=progress, on_error=on_error, explain=explain)
         ray.data.DataContext.get_current().enable_progress_bars = False  # the job's own bar says it
-        scoring = _ScoreOnRay(ray, job, checkpoint=checkpoint, encoder=encoder, probe=probe,
-                              sha256={"classifier": model.provenance["sha256"],
-                                      "encoder": embedder.provenance["sha256"] if embedder is not None else None},
+        scoring = _ScoreOnRay(ray, job, checkpoint=checkpoint, encoder=encoder, probe=probe, sha256=sha256,
                               device="cuda" if on_gpu else "cpu", precision=precision, actors=int(actors),
                               actor_cpus=float(actor_cpus), gpus_per_actor=1 if on_gpu else 0,
                               batch_size=int(batch_size))

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .io.record import ECGRecord
+from .preprocess import FLAT_PEAK_TO_PEAK_MV, MIN_DURATION_S  # the same limits as the model's input
 
 NOTE = "automated, approximate"
 QUANTITIES: tuple[tuple[str, str, str], ...] = (
@@ -44,8 +45,6 @@ METHOD = ("Median beat: QRS complexes detected across the recorded leads, beats 
           "their spatial velocity, axes from net wave areas in leads I and aVF.")
 
 MIN_FS = 100.0  # Hz
-MIN_DURATION_S = 1.0  # as in preprocess: under this there is not even one whole heartbeat
-FLAT_PEAK_TO_PEAK_MV = 0.02  # as in preprocess: a lead spanning less than this carries no ECG
 MIN_BEATS_RATE = 3  # two RR intervals at least for a rate
 MIN_BEATS_SD = 5  # four RR intervals at least for their spread
 MIN_BEATS_MEDIAN = 3  # beats of one shape for a median beat

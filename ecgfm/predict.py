@@ -19,7 +19,7 @@ from .adequacy import Adequacy, unusable
 from .errors import ECGFMError, ECGReadError
 from .io.record import DeviceReport, ECGRecord
 from .labels import LABELS
-from .measure import Measurements
+from .measure import QUANTITIES, Measurements, measure
 from .preprocess import SAMPLE_RATE, SEGMENT_SAMPLES, PreparedECG, prepare
 from .quality import SignalQuality
 from .saliency import SALIENCY_NOTE, SALIENCY_OFFSET_S, check_rate, downsampled, segment_saliency
@@ -177,8 +177,6 @@ def prepare_window(record: ECGRecord, start_s: float = 0.0, duration_s: float | 
 
 
 def _measured(record: ECGRecord, start_s: float, duration_s: float | None) -> Measurements | None:
-    from .measure import measure
-
     try:
         return measure(record.window(start_s, duration_s))
     except ECGReadError:  # nothing left after cutting the window: said by the adequacy
@@ -297,8 +295,6 @@ def write_csv(results: Sequence[dict], handle: IO[str]) -> None:
     (`measure=True`) add one column per measurement (key_unit, e.g. qt_ms), on the record's row only;
     a measurement that could not be made is empty.
     """
-    from .measure import QUANTITIES
-
     measured = any("measurements" in result for result in results)
     extra = [f"{key}_{'deg' if unit == '°' else unit}" for key, _, unit in QUANTITIES] if measured else []
     writer = csv.writer(handle)

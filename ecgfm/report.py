@@ -248,6 +248,14 @@ def ecg_figure(report: Report, row_scale: float = 1.0):
                     saliency=report.saliency, lead_marks=marks, **report.display.plot_options())
 
 
+def ecg_caption(report: Report) -> str:
+    """What the drawing's scale and shading mean, under the ECG on the page and on the printout."""
+    caption = f"{report.display.describe()}. {DISPLAY_NOTE}"
+    if report.saliency is not None:
+        caption += f" Shaded orange: {SALIENCY_NOTE}"
+    return caption
+
+
 def ecg_png(report: Report, dpi: int = 130) -> bytes | None:
     if report.record is None:
         return None
@@ -292,10 +300,7 @@ def to_html(report: Report, anchor: str, png: bytes | None = None, png_url: str 
             image = (f'<a class="ecg-link" href="{_e(png_url)}" target="_blank" rel="noopener" '
                      f'title="Open the ECG full size, to zoom">{image}</a><p class="note">Click the ECG to '
                      'open it full size and zoom.</p>')
-        caption = f"{report.display.describe()}. {DISPLAY_NOTE}"
-        if report.saliency is not None:
-            caption += f" Shaded orange: {SALIENCY_NOTE}"
-        parts.append(f'<h3>ECG</h3>{image}<p class="note ecg-caption">{_e(caption)}</p>')
+        parts.append(f'<h3>ECG</h3>{image}<p class="note ecg-caption">{_e(ecg_caption(report))}</p>')
     parts.append(_quality_html(report))
     if overview_png:
         data = base64.b64encode(overview_png).decode("ascii")
@@ -473,12 +478,9 @@ def to_pdf(report: Report) -> bytes:
         lines("Signal quality: " + " ".join(report.quality.sentences()), color=_LEVEL_COLOUR[LIMITED])
     bottom = height - _MARGIN - 5
     if report.record is not None:
-        caption = f"{report.display.describe()}. {DISPLAY_NOTE}"
-        if report.saliency is not None:
-            caption += f" Shaded orange: {SALIENCY_NOTE}"
         top = y + 1
         y = top + _place_ecg(fig, report, width, height, top, bottom - _ROOM_BELOW_ECG - top)
-        lines(caption, 6.2, 215)
+        lines(ecg_caption(report), 6.2, 215)
     after = ["What was read: " + "; ".join(f"{k}: {v}" for k, v in report.facts)] if report.facts else []
     after += [f"Note: {w}" for w in report.warnings]
     if report.provenance:

@@ -21,9 +21,9 @@ def return_freed_memory(one_shot: bool = False) -> None:
 
     `one_shot`: a process that predicts and exits (`ecgfm predict`) also fixes glibc's mmap threshold
     at 128 KiB, so each freed buffer goes back to the system at once instead of waiting in the heap:
-    its peak is ~12 MB lower (~3 %), and each forward ~0.1 s slower, as every large buffer is mapped
+    its peak is ~12 MB lower (~2 %), and each forward ~0.1 s slower, as every large buffer is mapped
     afresh. A long-running process (the app, `ecgfm batch`) forwards again and again, so it keeps the
-    dynamic threshold for speed and trims the heap between requests instead (`trim_heap`).
+    dynamic threshold for speed; the app trims the heap between requests instead (`trim_heap`).
     """
     os.environ.setdefault("MKL_DISABLE_FAST_MM", "1")
     if not one_shot or not sys.platform.startswith("linux") or _mmap_threshold_set_by_user():

@@ -496,7 +496,9 @@ def test_resuming_with_another_probe_is_refused(data, probed, tmp_path):
                       workers=0)
     assert again.skipped == 5 and again.records == 12
     _same_numbers(_rows(out), probed["rows"])
-    assert [_rows(out)[key]["probe:mine"] for key in "ABCD"] == [probed["rows"][key]["probe:mine"] for key in "ABCD"]
+    # Scored in other batches than the reference: the last bits of a matrix product may differ.
+    assert [_rows(out)[key]["probe:mine"] for key in "ABCD"] == pytest.approx(
+        [probed["rows"][key]["probe:mine"] for key in "ABCD"], abs=1e-6)
 
 
 def test_cli_batch_probe(data, probed, tmp_path, capsys):

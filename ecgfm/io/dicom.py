@@ -184,12 +184,6 @@ def _read_group(ds, group, name: str, fmt: str) -> ECGRecord:
                            f"stores {n_channels}.")
     signal = np.empty((n_channels, n_samples), dtype=np.float32)
     labels, units = [], []
-    warn: list[str] = []
-    try:
-        report = device_report.from_dicom(ds)
-    except Exception:  # noqa: BLE001 - a damaged annotation costs the report only, not the waveform
-        report = None
-        warn.append(device_report.UNREADABLE)
     for i, ch in enumerate(channels):
         sensitivity = ch.get("ChannelSensitivity")
         unit = _unit(ch)
@@ -206,5 +200,11 @@ def _read_group(ds, group, name: str, fmt: str) -> ECGRecord:
         stored = f"{float(sensitivity):g} {unit} per unit"
         if stored not in units:
             units.append(stored)
+    warn: list[str] = []  # the device's report, once the waveform is known to be readable
+    try:
+        report = device_report.from_dicom(ds)
+    except Exception:  # noqa: BLE001 - a damaged annotation costs the report only, not the waveform
+        report = None
+        warn.append(device_report.UNREADABLE)
     return ECGRecord(name=name, signal=signal, fs=fs, leads=labels, format=fmt,
                      units="; ".join(units), warnings=warn, device_report=report)

@@ -68,13 +68,13 @@ class DeviceReport:
     measurements and interpretation statements, shown beside ECG-FM's output and never mixed with it.
 
     `measurements` uses the keys of `ecgfm.measure` (heart_rate in bpm; pr, qrs, qt, qtc,
-    qtc_bazett, qtc_fridericia in ms; p_axis, qrs_axis, t_axis in degrees, in -180..180; `qtc` when
-    the device does not say which correction it used), and two more that carts report beside
-    them: atrial_rate (bpm) and rr (the mean RR interval, ms). A key the device did not measure
-    is absent. `statements` are the device's interpretation lines in its order; they never carry
-    names or IDs (the readers drop lines such as "Confirmed by ..."). `source` names the algorithm
-    or device family, with the device model when the file states it, e.g. "GE MUSE (12SL)" or
-    "Philips: PageWriter TC". Read by `device_report`.
+    qtc_bazett, qtc_fridericia in ms; p_axis, qrs_axis, t_axis in degrees, in -90..270 as
+    ecgfm.measure gives them; `qtc` when the device does not say which correction it used), and two
+    more that carts report beside them: atrial_rate (bpm) and rr (the mean RR interval, ms). A key
+    the device did not measure is absent. `statements` are the device's interpretation lines in its
+    order; they never carry names or IDs (the readers drop lines such as "Confirmed by ...").
+    `source` names the algorithm or device family, with the device model when the file states it,
+    e.g. "GE MUSE (12SL)" or "Philips: PageWriter TC". Read by `device_report`.
     """
 
     source: str
